@@ -1,0 +1,1 @@
+"""From ROOT files to batches: spec, expressions, sources, preprocessing, datasets, datamodule."""

@@ -1,0 +1,27 @@
+"""Generate a simulated sample: ``python -m hepnn.generate [generate=<sample>] [overrides]``."""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from hepnn.utils.config import config_dir, register_resolvers
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="generate")
+def main(cfg: DictConfig) -> None:
+    from hepnn.sim.sample import SampleConfig, generate_sample
+
+    sample = SampleConfig.from_dict(OmegaConf.to_container(cfg.generate, resolve=True))
+    report = generate_sample(sample, progress_bar=cfg.progress_bar)
+    print(report.summary())
+    print(f"files: {sample.output_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Plain ``torch.nn.Module`` networks; they know nothing of Lightning or Hydra."""

@@ -1,0 +1,90 @@
+"""Writing ROOT files safely: every file appears complete under its final name or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import uproot
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it to ``path`` only if the block succeeds.
+
+    On any exception the temporary file is removed, so no half-written file is left behind.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _branch_types(columns: Mapping[str, np.ndarray | ak.Array]) -> dict[str, object]:
+    """uproot ``mktree`` branch types; jagged columns sharing a prefix share one counter branch."""
+    types: dict[str, object] = {}
+    jagged_groups: dict[str, dict[str, ak.Array]] = {}
+    for name, values in columns.items():
+        if isinstance(values, ak.Array) and values.ndim == 2:
+            prefix, _, field = name.partition("_")
+            if not field:
+                raise ValueError(f"jagged column {name!r} needs a 'prefix_field' name to share a counter")
+            jagged_groups.setdefault(prefix, {})[field] = values
+        else:
+            types[name] = np.asarray(values).dtype
+    for prefix, fields in jagged_groups.items():
+        types[prefix] = ak.zip(fields).type.content
+    return types
+
+
+def _as_extend_dict(columns: Mapping[str, np.ndarray | ak.Array]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    jagged_groups: dict[str, dict[str, ak.Array]] = {}
+    for name, values in columns.items():
+        if isinstance(values, ak.Array) and values.ndim == 2:
+            prefix, _, field = name.partition("_")
+            jagged_groups.setdefault(prefix, {})[field] = values
+        else:
+            out[name] = np.asarray(values)
+    for prefix, fields in jagged_groups.items():
+        out[prefix] = ak.zip(fields)
+    return out
+
+
+def write_tree(
+    path: str | os.PathLike,
+    tree: str,
+    columns: Mapping[str, np.ndarray | ak.Array],
+    *,
+    title: str = "",
+    metadata: Mapping[str, str] | None = None,
+    basket_entries: int = 100_000,
+) -> Path:
+    """Write ``columns`` (equal-length flat or jagged arrays) as a TTree, atomically.
+
+    Jagged columns named ``<prefix>_<field>`` become ``<prefix>_<field>`` branches with a shared
+    counter ``n<prefix>`` (e.g. ``part_px`` with ``npart``), as in the JetClass files.
+    ``metadata`` strings are stored as ``TObjString`` objects next to the tree.
+    """
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"columns for tree {tree!r} in {path} have different lengths: {lengths}")
+    n = next(iter(lengths.values()), 0)
+    with atomic_path(path) as tmp:
+        with uproot.recreate(tmp) as out:
+            out.mktree(tree, _branch_types(columns), title=title)
+            for start in range(0, max(n, 1), basket_entries):
+                chunk = {k: v[start : start + basket_entries] for k, v in columns.items()}
+                if n:
+                    out[tree].extend(_as_extend_dict(chunk))
+            for key, text in (metadata or {}).items():
+                out[key] = text
+    return Path(path)

@@ -1,0 +1,1 @@
+"""Simulated samples: Pythia 8 + FastJet jets through a parametric detector."""

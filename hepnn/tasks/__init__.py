@@ -1,0 +1,1 @@
+"""LightningModules: what is learned (loss, metrics, predictions), independent of the net."""

@@ -1,0 +1,163 @@
+"""Classification as a LightningModule, independent of the network it trains.
+
+The net is any ``nn.Module`` taking the batch entries named in ``inputs`` (e.g. ``particles``,
+``mask``) and returning one logit per class. Loss: cross entropy. Metrics: accuracy and AUC
+(torchmetrics, synchronised across ranks) during validation and test; at the end of the test
+the predictions of all ranks are gathered and the background rejection at fixed signal
+efficiency is computed on the whole test set (:mod:`hepnn.metrics`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    BinaryAUROC,
+    MulticlassAccuracy,
+    MulticlassAUROC,
+)
+
+from hepnn import metrics
+from hepnn.nets.blocks import count_parameters
+
+
+class SignalScoreAUROC(BinaryAUROC):
+    """Signal-vs-rest AUC from ``(N, K)`` probabilities and class indices."""
+
+    def __init__(self, signal_index: int, **kwargs):
+        super().__init__(**kwargs)
+        self.signal_index = signal_index
+
+    def update(self, probabilities: torch.Tensor, labels: torch.Tensor) -> None:
+        super().update(probabilities[:, self.signal_index], (labels == self.signal_index).long())
+
+
+class ClassificationTask(L.LightningModule):
+    """Trains ``net`` to classify entries into ``classes``.
+
+    ``optimizer`` and ``scheduler`` are partially applied constructors (Hydra ``_partial_``);
+    ``signal_class`` (default: the last class) defines the signal-vs-rest figures of merit.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        classes: Sequence[str],
+        inputs: Sequence[str],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        scheduler_interval: str = "epoch",
+        signal_class: str | None = None,
+        signal_efficiencies: Sequence[float] = (0.3, 0.5),
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.classes = list(classes)
+        self.inputs = list(inputs)
+        if len(self.classes) < 2:
+            raise ValueError(f"classification needs at least two classes, got {self.classes}")
+        self.signal_class = signal_class or self.classes[-1]
+        if self.signal_class not in self.classes:
+            raise ValueError(f"model.signal_class {self.signal_class!r} is not one of {self.classes}")
+        self.signal_index = self.classes.index(self.signal_class)
+        self.signal_efficiencies = tuple(signal_efficiencies)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        k = len(self.classes)
+        auroc = SignalScoreAUROC(self.signal_index) if k == 2 else MulticlassAUROC(num_classes=k, average="macro")
+        base = MetricCollection({"acc": MulticlassAccuracy(num_classes=k, average="micro"), "auc": auroc})
+        self.val_metrics = base.clone(prefix="val/")
+        self.test_metrics = base.clone(prefix="test/")
+        self._test_rows: list[dict[str, np.ndarray]] = []
+        self.test_predictions: dict[str, np.ndarray] | None = None
+        self.test_summary: dict[str, float] = {}
+
+    @property
+    def n_parameters(self) -> int:
+        return count_parameters(self.net)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Logits ``(B, n_classes)`` for a batch dict."""
+        try:
+            args = [batch[key] for key in self.inputs]
+        except KeyError as exc:
+            raise KeyError(f"model.inputs names batch entry {exc.args[0]!r}, but the batch has "
+                           f"{sorted(batch)}") from None
+        return self.net(*args)
+
+    def _step(self, batch: dict, stage: str):
+        logits = self(batch)
+        loss = F.cross_entropy(logits, batch["label"])
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
+                 batch_size=len(batch["label"]), sync_dist=stage != "train")
+        return loss, logits.softmax(dim=-1)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, _ = self._step(batch, "train")
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        _, probabilities = self._step(batch, "val")
+        self.val_metrics.update(probabilities, batch["label"])
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        self.val_metrics.reset()
+
+    def on_test_epoch_start(self) -> None:
+        self._test_rows = []
+        self.test_predictions = None
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        _, probabilities = self._step(batch, "test")
+        self.test_metrics.update(probabilities, batch["label"])
+        row = {
+            "probabilities": probabilities.detach().float().cpu().numpy(),
+            "label": batch["label"].cpu().numpy(),
+            "file_index": batch["file_index"].cpu().numpy(),
+            "entry": batch["entry"].cpu().numpy(),
+        }
+        row.update({f"observer:{k}": v.cpu().numpy() for k, v in batch.get("observers", {}).items()})
+        self._test_rows.append(row)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+        rows = self._gather(self._test_rows)
+        self._test_rows = []
+        if not rows:
+            return
+        merged = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+        order = np.lexsort((merged["entry"], merged["file_index"]))
+        self.test_predictions = {k: v[order] for k, v in merged.items()}
+        labels = self.test_predictions["label"]
+        if len(np.unique(labels)) < 2:
+            return
+        summary = metrics.classification_summary(
+            self.test_predictions["probabilities"], labels, self.classes, self.signal_class, self.signal_efficiencies
+        )
+        self.test_summary = summary
+        self.log_dict({f"test/{k}": float(v) for k, v in summary.items() if k.startswith("rej")})
+
+    def _gather(self, rows: list[dict]) -> list[dict]:
+        """The test rows of every rank (all ranks receive all of them)."""
+        if self.trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return rows
+        gathered: list[list[dict] | None] = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(gathered, rows)
+        return [row for rank_rows in gathered for row in rank_rows]
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}

@@ -1,0 +1,128 @@
+"""The training pipeline behind ``python -m hepnn.train``: compose, fit, test the best checkpoint, report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from hepnn.callbacks import RootPredictionWriter
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_group(group: DictConfig | None) -> list:
+    """Instantiate every ``_target_`` entry of a config group mapping (callbacks, loggers)."""
+    if not group:
+        return []
+    objects = []
+    for name, entry in group.items():
+        if entry is None:
+            continue
+        if not isinstance(entry, DictConfig) or "_target_" not in entry:
+            raise ValueError(f"config entry '{name}' must be a mapping with _target_, got {entry}")
+        objects.append(hydra.utils.instantiate(entry))
+    return objects
+
+
+def check_ckpt_path(ckpt_path: str | None) -> str | None:
+    if ckpt_path is None:
+        return None
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path: checkpoint {ckpt_path} does not exist")
+    return str(path.resolve())
+
+
+def train(cfg: DictConfig) -> dict:
+    """Run one experiment; returns the summary (test metrics and where the outputs went)."""
+    start = time.perf_counter()
+    ckpt_path = check_ckpt_path(cfg.get("ckpt_path"))
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    model = hydra.utils.instantiate(cfg.model, _convert_="all")
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if cfg.get("test", True):
+        test_ckpt = best or None
+        if test_ckpt is None and cfg.get("train", True):
+            log.warning("no best checkpoint was saved (e.g. fast_dev_run); testing the current weights")
+        trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt)
+
+    writer = next((c for c in trainer.callbacks if isinstance(c, RootPredictionWriter)), None)
+    summary = {
+        **{k: _as_float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")},
+        "parameters": model.n_parameters,
+        "epochs": trainer.current_epoch,
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "output_dir": str(output_dir),
+        "best_checkpoint": best or None,
+        "last_checkpoint": _last_checkpoint(trainer),
+        "predictions": str(writer.written) if writer and writer.written else None,
+    }
+    if trainer.is_global_zero:
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(format_summary(summary))
+    return summary
+
+
+def _as_float(value) -> float:
+    return float(value.item() if hasattr(value, "item") else value)
+
+
+def _last_checkpoint(trainer: L.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    if callback is None or not getattr(callback, "last_model_path", ""):
+        return None
+    return callback.last_model_path
+
+
+def format_summary(summary: dict) -> str:
+    """The run's result as a small text table."""
+    rows = [
+        ("test AUC", summary.get("test/auc")),
+        ("test accuracy", summary.get("test/acc")),
+        ("1/eps_B at eps_S = 0.3", summary.get("test/rej30")),
+        ("1/eps_B at eps_S = 0.5", summary.get("test/rej50")),
+        ("test loss", summary.get("test/loss")),
+        ("trainable parameters", summary.get("parameters")),
+        ("epochs trained", summary.get("epochs")),
+        ("wall time [s]", f"{summary['wall_seconds']:.0f}"),
+        ("output directory", summary.get("output_dir")),
+        ("best checkpoint", summary.get("best_checkpoint")),
+        ("predictions", summary.get("predictions")),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = ["", "hepnn run summary", "=" * (width + 40)]
+    for name, value in rows:
+        lines.append(f"{name:<{width}}  {_format_value(value)}")
+    lines.append("=" * (width + 40))
+    return "\n".join(lines)
+
+
+def _format_value(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "inf (no background passes)"
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
