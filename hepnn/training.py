@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -40,9 +41,25 @@ def check_ckpt_path(ckpt_path: str | None) -> str | None:
     return str(path.resolve())
 
 
+def quiet_known_noise() -> None:
+    """Route Lightning's log lines through the root logger only, and drop one inapplicable warning.
+
+    The ``lightning`` package adds its own console handler and also propagates to the root
+    logger, which Hydra has configured (console and the run's log file): every line would be
+    printed twice. hepnn's datasets compute their length per rank and worker exactly, so
+    Lightning's warning that an iterable dataset's ``__len__`` may be inaccurate does not apply;
+    Lightning's own use of a deprecated torch pytree API is not the user's concern.
+    """
+    if logging.getLogger().hasHandlers():
+        logging.getLogger("lightning").handlers.clear()
+    warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+
+
 def train(cfg: DictConfig) -> dict:
     """Run one experiment; returns the summary (test metrics and where the outputs went)."""
     start = time.perf_counter()
+    quiet_known_noise()
     ckpt_path = check_ckpt_path(cfg.get("ckpt_path"))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)

@@ -1,13 +1,15 @@
 """Streaming dataset: chunks of ROOT files dealt across DDP ranks and DataLoader workers.
 
-Every epoch, the chunk list of a split is put in a seeded order (shuffled for training, file
-order otherwise), viewed as one sequence of entries, and cut into ``world_size x num_workers``
+Every epoch, the chunk list of a split is put in a seeded order (a new one every epoch for
+training, a fixed one for evaluation), viewed as one sequence of entries, and cut into ``world_size x num_workers``
 contiguous, equally large pieces (sizes differ by at most one entry); each (global rank,
 worker) reads its own piece. Every entry of the split is therefore read exactly once per epoch,
 by exactly one worker. Workers preprocess whole chunks with vectorised code, keep a shuffle
 buffer of about ``buffer_size`` entries, and yield ready batches (use the DataLoader with
-``batch_size=None``). Memory is bounded by ``chunk_size + buffer_size + batch_size`` entries per
-worker, independent of the dataset size.
+``batch_size=None``). The shuffle buffer is a reservoir: once it holds more than ``buffer_size``
+entries, batches are drawn at random from all of it and the rest stays, so late batches mix
+entries of all chunks read so far, not only of the last ones. Memory is bounded by
+``buffer_size + chunk_size + batch_size`` entries per worker, independent of the dataset size.
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ def distributed_rank_and_size() -> tuple[int, int]:
     return 0, 1
 
 
-def epoch_chunk_order(chunks: Sequence[Chunk], seed: int, epoch: int, shuffle: bool) -> list[Chunk]:
-    """The chunks in this epoch's order: a permutation seeded by (seed, epoch), identical on all ranks."""
-    if not shuffle:
-        return list(chunks)
+def epoch_chunk_order(chunks: Sequence[Chunk], seed: int, epoch: int) -> list[Chunk]:
+    """The chunks in this epoch's order: a permutation seeded by (seed, epoch), identical on all ranks.
+
+    Evaluation datasets always use epoch 0: a fixed order that still mixes files, so that the
+    first batches (``limit_val_batches``, ``fast_dev_run``) are not all from one file.
+    """
     order = np.random.default_rng([seed, epoch]).permutation(len(chunks))
     return [chunks[i] for i in order]
 
@@ -113,7 +117,7 @@ class ChunkedRootDataset(IterableDataset):
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
-        self.buffer_size = max(buffer_size, batch_size) if shuffle else batch_size
+        self.buffer_size = max(buffer_size, 0) if shuffle else 0
         self.num_workers = num_workers
         self.epoch = 0
         self._trees: dict[str, object] = {}
@@ -134,7 +138,7 @@ class ChunkedRootDataset(IterableDataset):
     def _pieces(self) -> tuple[list[list[Chunk]], int]:
         rank, world = distributed_rank_and_size()
         workers = max(self.num_workers, 1)
-        ordered = epoch_chunk_order(self.chunks, self.seed, self.epoch, self.shuffle)
+        ordered = epoch_chunk_order(self.chunks, self.seed, self.epoch if self.shuffle else 0)
         return deal_entries(ordered, world * workers), rank * workers
 
     def __len__(self) -> int:
@@ -174,15 +178,16 @@ class ChunkedRootDataset(IterableDataset):
                 continue
             buffer.append(columns)
             n_buffered += _length(columns)
-            if n_buffered >= self.buffer_size:
+            n_out = (n_buffered - self.buffer_size) // self.batch_size * self.batch_size
+            if n_out > 0:
                 merged = _concatenate(buffer)
                 if self.shuffle:
+                    # a reservoir: entries stay mixed with those of every chunk read so far
                     merged = _take(merged, rng.permutation(n_buffered))
-                n_full = n_buffered // self.batch_size * self.batch_size
-                for start in range(0, n_full, self.batch_size):
+                for start in range(0, n_out, self.batch_size):
                     yield _to_torch(_take(merged, slice(start, start + self.batch_size)))
-                buffer = [_take(merged, slice(n_full, None))]
-                n_buffered -= n_full
+                buffer = [_take(merged, slice(n_out, None))]
+                n_buffered -= n_out
         if n_buffered:
             merged = _concatenate(buffer)
             if self.shuffle:

@@ -1,0 +1,72 @@
+"""Shared fixtures: small generated jet samples (made once per test session) and config helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hepnn.sim.sample import SampleConfig, generate_sample
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sample_config(output_dir: Path, n_jets: int, jets_per_file: int, workers: int = 2, seed: int = 5) -> SampleConfig:
+    """The default top-vs-QCD configuration, scaled down."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from hepnn.utils.config import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("generate", overrides=[
+            f"generate.output_dir={output_dir}", f"generate.processes.qcd.n_jets={n_jets}",
+            f"generate.processes.ttbar.n_jets={n_jets}", f"generate.jets_per_file={jets_per_file}",
+            f"generate.workers={workers}", f"generate.seed={seed}",
+        ])
+        values = OmegaConf.to_container(cfg.generate, resolve=True)
+    return SampleConfig.from_dict(values)
+
+
+@pytest.fixture(scope="session")
+def jet_sample(tmp_path_factory) -> Path:
+    """800 top and 800 QCD jets in files of 400 jets (4 files), generated once per session."""
+    out = tmp_path_factory.mktemp("toptag")
+    generate_sample(sample_config(out, n_jets=800, jets_per_file=400), progress_bar=False)
+    return out
+
+
+def run_module(module: str, *overrides: str, cwd: Path, timeout: int = 600, check: bool = True):
+    """Run ``python -m <module> <overrides>`` as a user would; returns the CompletedProcess."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, env=env, capture_output=True,
+                            text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"python -m {module} {' '.join(overrides)} failed ({result.returncode}):\n"
+                             f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def compose_train(*overrides: str):
+    """The composed ``train`` config (as ``python -m hepnn.train`` would build it) with overrides."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from hepnn.utils.config import register_resolvers
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def make_datamodule(files, **overrides):
+    """A RootDataModule from the default data config, reading ``files``."""
+    import hydra
+
+    cfg = compose_train(f"data.files={files}", *(f"data.{k}={v}" for k, v in overrides.items()))
+    return hydra.utils.instantiate(cfg.data, _convert_="all")

@@ -1,0 +1,63 @@
+"""Configuration: every preset composes and instantiates; overrides land where users expect."""
+
+from pathlib import Path
+
+import hydra
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from hepnn.nets.blocks import count_parameters
+from tests.conftest import REPO, compose_train
+
+
+def presets(group: str) -> list[str]:
+    return sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml") if p.stem != "default")
+
+
+@pytest.mark.parametrize("experiment", presets("experiment"))
+def test_every_experiment_composes_and_builds_its_model(experiment):
+    cfg = compose_train(f"experiment={experiment}")
+    model = hydra.utils.instantiate(cfg.model, _convert_="all")
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    assert list(model.classes) == list(datamodule.classes)
+    assert count_parameters(model.net) > 0
+
+
+@pytest.mark.parametrize("group", ["trainer", "logger", "debug", "callbacks", "data", "model", "generate"])
+def test_every_group_option_composes(group, tmp_path):
+    for option in presets(group):
+        choice = f"{group}={option}" if group != "generate" else f"generate@data.generate={option}"
+        cfg = compose_train(choice, f"paths.output_dir={tmp_path}")
+        for key in ("trainer", "data", "model", "callbacks", "logger"):
+            OmegaConf.to_container(cfg[key], resolve=True)
+
+
+def test_user_overrides_apply():
+    cfg = compose_train("trainer.max_epochs=3", "data.batch_size=256", "model.net.hidden=64", "seed=7", "trainer=cpu")
+    assert cfg.trainer.max_epochs == 3 and cfg.model.scheduler.T_max == 3
+    assert cfg.data.batch_size == 256 and cfg.data.seed == 7
+    model = hydra.utils.instantiate(cfg.model, _convert_="all")
+    assert model.net.phi.layers[0].out_channels == 64
+    assert model.net.phi.layers[0].in_channels == len(cfg.data.inputs.particles.features) == 7
+
+
+def test_unknown_key_is_refused_with_its_name():
+    with pytest.raises(ConfigCompositionException, match="nonexistent_key"):
+        compose_train("nonexistent_key=3")
+    with pytest.raises(ConfigCompositionException, match="hiden"):
+        compose_train("model.net.hiden=64")
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (REPO / "README.md").read_text()
+    ci = (REPO / ".ci" / "run").read_text()
+    command = next(line for line in ci.splitlines() if "pytest" in line)
+    assert command.strip() in readme
+
+
+def test_conf_is_found_from_any_directory(tmp_path, monkeypatch):
+    from hepnn.utils.config import config_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert Path(config_dir()) == REPO / "conf"

@@ -1,0 +1,151 @@
+"""The ROOT loader: batch contents, exactly-once coverage, and errors on bad input."""
+
+import awkward as ak
+import numpy as np
+import pytest
+import torch
+import uproot
+from hydra.errors import InstantiationException
+
+from hepnn.data import dataset as dataset_module
+from hepnn.data.dataset import deal_entries
+from hepnn.data.preprocess import DataValueError
+from hepnn.data.source import Chunk, DataInputError
+from tests.conftest import make_datamodule
+
+
+@pytest.fixture()
+def datamodule(jet_sample):
+    dm = make_datamodule(f"{jet_sample}/*.root", num_workers=0, chunk_size=150, batch_size=64)
+    dm.setup()
+    return dm
+
+
+def test_batch_shapes_padding_and_standardisation(datamodule, jet_sample):
+    batch = next(iter(datamodule.test_dataloader()))
+    n = len(batch["label"])
+    assert batch["particles"].shape == (n, 7, 128) and batch["particles"].dtype == torch.float32
+    assert batch["mask"].shape == (n, 128) and batch["mask"].dtype == torch.bool
+    assert set(batch["observers"]) == {"jet_pt", "jet_eta", "jet_phi", "jet_mass", "jet_nparticles"}
+    # compare the first jet with a direct computation from the file
+    path = datamodule.source_files()[int(batch["file_index"][0])]
+    entry = int(batch["entry"][0])
+    jet = uproot.open(path)["tree"].arrays(entry_start=entry, entry_stop=entry + 1)[0]
+    n_part = len(jet.part_px)
+    assert batch["mask"][0].sum() == min(n_part, 128) == int(batch["observers"]["jet_nparticles"][0])
+    pt = np.hypot(ak.to_numpy(jet.part_px), ak.to_numpy(jet.part_py))
+    expected_logpt = np.clip((np.log(pt) - 1.2) / 1.5, -5, 5)[:128]
+    np.testing.assert_allclose(batch["particles"][0, 0, :n_part].numpy(), expected_logpt, rtol=1e-5, atol=1e-5)
+    expected_deltar = np.clip((np.hypot(ak.to_numpy(jet.part_deta), ak.to_numpy(jet.part_dphi)) - 0.25) / 0.25, -5, 5)
+    np.testing.assert_allclose(batch["particles"][0, 4, :n_part].numpy(), expected_deltar[:128], rtol=1e-5, atol=1e-5)
+    # padding holds the pad value only
+    assert torch.all(batch["particles"][~batch["mask"][:, None, :].expand_as(batch["particles"])] == 0)
+    assert int(batch["label"][0]) == int(jet.label)
+
+
+def test_only_needed_branches_are_read(datamodule):
+    branches = datamodule.spec.branches
+    assert {"part_px", "part_py", "part_energy", "part_deta", "part_dphi", "jet_pt", "jet_energy"} <= branches
+    assert not {"part_pz", "part_charge", "part_pid", "label"} & branches
+
+
+def test_deal_entries_is_exact_and_balanced():
+    chunks = [Chunk(0, "a", 0, 70), Chunk(1, "b", 10, 45), Chunk(0, "a", 70, 71), Chunk(2, "c", 0, 200)]
+    entries = [(c.path, e) for c in chunks for e in range(c.start, c.stop)]
+    for parts in (1, 2, 3, 7, 400):
+        pieces = deal_entries(chunks, parts)
+        dealt = [(c.path, e) for piece in pieces for c in piece for e in range(c.start, c.stop)]
+        assert dealt == entries
+        sizes = [sum(c.n_entries for c in piece) for piece in pieces]
+        assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize(("world", "workers"), [(1, 0), (1, 2), (2, 2), (3, 1)])
+def test_each_entry_seen_exactly_once_per_epoch(jet_sample, monkeypatch, world, workers):
+    dm = make_datamodule(f"{jet_sample}/*.root", num_workers=workers, chunk_size=100, batch_size=50, buffer_size=200)
+    dm.setup()
+    expected = {(c.file_index, e) for c in dm.datasets["train"].chunks for e in range(c.start, c.stop)}
+    orders = []
+    for epoch in range(2):
+        dm.datasets["train"].set_epoch(epoch)
+        seen = []
+        for rank in range(world):
+            monkeypatch.setattr(dataset_module, "distributed_rank_and_size", lambda r=rank: (r, world))
+            loader = dm._loader("train")
+            batches = list(loader)
+            assert len(batches) == len(loader)  # the advertised length is right
+            seen += [(int(f), int(e)) for b in batches for f, e in zip(b["file_index"], b["entry"], strict=True)]
+        assert len(seen) == len(set(seen)) == len(expected)
+        assert set(seen) == expected
+        orders.append(seen)
+    assert orders[0] != orders[1]  # a new shuffle every epoch
+
+
+def test_batches_mix_classes(jet_sample):
+    dm = make_datamodule(f"{jet_sample}/*.root", num_workers=0, chunk_size=100, batch_size=100, buffer_size=1000)
+    dm.setup()
+    # files hold one class each: the reservoir must mix them, up to the last full batch of the epoch
+    fractions = [b["label"].float().mean().item() for b in dm.train_dataloader() if len(b["label"]) == 100]
+    assert len(fractions) == 11
+    assert all(0.25 < f < 0.75 for f in fractions), fractions
+
+
+def test_selection_filters_entries(jet_sample):
+    dm = make_datamodule(f"{jet_sample}/*.root", num_workers=0, selection="'jet_mass > 120'")
+    dm.setup()
+    batches = list(dm.test_dataloader())
+    masses = torch.cat([b["observers"]["jet_mass"] for b in batches])
+    assert len(masses) > 0 and torch.all(masses > 120)
+    assert len(masses) < dm.datasets["test"].n_entries
+    with pytest.raises(TypeError, match="unknown before reading"):
+        len(dm.datasets["test"])
+
+
+def test_missing_files_are_named(tmp_path):
+    dm = make_datamodule(f"{tmp_path}/nothing_*.root", generate="null")
+    with pytest.raises(DataInputError, match=r"data.files: no input file matches '.*nothing_\*\.root'"):
+        dm.setup()
+
+
+def test_missing_tree_lists_the_trees_there(jet_sample):
+    dm = make_datamodule(f"{jet_sample}/*.root", tree="Events")
+    with pytest.raises(DataInputError, match=r"qcd_000.root: no tree 'Events' \(data.tree\); trees in this file: \['tree'\]"):
+        dm.setup()
+
+
+def test_missing_branch_names_close_matches(jet_sample):
+    dm = make_datamodule(f"{jet_sample}/*.root", **{"variables.part_e_log": "'np.log(part_energyy)'"})
+    with pytest.raises(DataInputError, match=r"tree 'tree' has no branch 'part_energyy' \(close matches: part_energy"):
+        dm.setup()
+
+
+def test_corrupt_file_is_named(jet_sample, tmp_path):
+    broken = tmp_path / "broken.root"
+    data = (jet_sample / "qcd_000.root").read_bytes()
+    broken.write_bytes(data[: len(data) // 3])
+    dm = make_datamodule(str(broken))
+    with pytest.raises(DataInputError, match="broken.root"):
+        dm.setup()
+        list(dm.train_dataloader())
+
+
+def test_labels_must_be_one_hot(jet_sample):
+    dm = make_datamodule(f"{jet_sample}/*.root", num_workers=0, **{"labels.Tbqq": "label_QCD"})
+    dm.setup()
+    with pytest.raises(DataValueError, match=r"labels are not exactly one-hot .* entry 340 is true for \['QCD', 'Tbqq'\]"):
+        next(iter(dm.test_dataloader()))
+
+
+def test_non_finite_values_are_reported(jet_sample):
+    dm = make_datamodule(f"{jet_sample}/*.root", num_workers=0, **{"variables.part_e_log": "'np.log(part_charge)'"})
+    dm.setup()
+    with pytest.raises(DataValueError, match=r"data.inputs.particles.features.part_e_log: \d+ non-finite value"):
+        next(iter(dm.test_dataloader()))
+
+
+def test_unknown_observer_and_forbidden_selection(jet_sample):
+    dm = make_datamodule(f"{jet_sample}/*.root", num_workers=0, observers="[jet_pt,jet_tau21]")
+    with pytest.raises(DataInputError, match="no branch 'jet_tau21'"):
+        dm.setup()
+    with pytest.raises(InstantiationException, match=r"data.selection: expression 'jet_pt.__class__' is not allowed"):
+        make_datamodule(f"{jet_sample}/*.root", selection="'jet_pt.__class__'")

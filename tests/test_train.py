@@ -1,0 +1,138 @@
+"""Training end to end: the command line, a real short training, resuming, sweeps, loggers, bad input."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+import uproot
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from hepnn import metrics
+from hepnn.training import train
+from tests.conftest import compose_train, run_module
+
+
+def run_training(output_dir, *overrides):
+    """Train in this process with the composed config (as the command line would)."""
+    cfg = compose_train(f"paths.output_dir={output_dir}", *overrides)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    return train(cfg)
+
+
+@pytest.fixture(scope="module")
+def trained(jet_sample, tmp_path_factory):
+    """A real (short) training on the session sample: 6 epochs on 1120 jets."""
+    out = tmp_path_factory.mktemp("trained")
+    summary = run_training(out, f"data.files={jet_sample}/*.root", "trainer.max_epochs=6", "data.batch_size=64",
+                           "data.num_workers=0", "callbacks.early_stopping=null")
+    return out, summary
+
+
+def test_short_training_learns_to_tag_tops(trained):
+    _, summary = trained
+    assert summary["test/auc"] > 0.85
+    assert summary["test/acc"] > 0.75
+    assert summary["test/rej30"] > 5
+    assert summary["epochs"] == 6
+
+
+def test_run_directory_holds_config_checkpoints_logs_and_predictions(trained):
+    out, summary = trained
+    assert (out / "config.yaml").is_file() and "max_epochs: 6" in (out / "config.yaml").read_text()
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert summary["best_checkpoint"].startswith(str(out / "checkpoints"))
+    assert (out / "csv" / "metrics.csv").is_file()
+    assert json.loads((out / "summary.json").read_text())["test/auc"] == pytest.approx(summary["test/auc"])
+
+
+def test_predictions_align_with_the_input_entries(trained, jet_sample):
+    out, summary = trained
+    handle = uproot.open(summary["predictions"])
+    predictions = handle["predictions"].arrays(library="np")
+    sources = json.loads(str(handle["source_files"]))
+    assert json.loads(str(handle["classes"])) == ["QCD", "Tbqq"]
+    np.testing.assert_allclose(predictions["score_QCD"] + predictions["score_Tbqq"], 1.0, rtol=1e-5)
+    # exactly the test split of every file: the last 15 % of its 400 entries
+    assert len(predictions["entry"]) == 4 * 60
+    for index, path in enumerate(sources):
+        rows = predictions["file_index"] == index
+        assert sorted(predictions["entry"][rows]) == list(range(340, 400))
+        jets = uproot.open(path)["tree"].arrays(["jet_mass", "jet_pt", "label"], library="np")
+        entries = predictions["entry"][rows]
+        np.testing.assert_array_equal(predictions["jet_mass"][rows], jets["jet_mass"][entries])
+        np.testing.assert_array_equal(predictions["label"][rows], jets["label"][entries])
+    # the summary's rejection is the one computed from the written scores
+    rej = metrics.background_rejection(predictions["score_Tbqq"], predictions["label"] == 1, 0.3)
+    assert summary["test/rej30"] == pytest.approx(rej, rel=1e-4)
+
+
+def test_resume_from_last_checkpoint_trains_only_the_remaining_epochs(trained, jet_sample, tmp_path):
+    out, _ = trained
+    last = out / "checkpoints" / "last.ckpt"
+    before = torch.load(last, map_location="cpu", weights_only=True)
+    summary = run_training(tmp_path, f"data.files={jet_sample}/*.root", "trainer.max_epochs=7", "data.batch_size=64",
+                           "data.num_workers=0", "callbacks.early_stopping=null", f"ckpt_path={last}")
+    after = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert before["epoch"] == 5 and after["epoch"] == 6
+    steps_per_epoch = before["global_step"] // 6
+    assert after["global_step"] == before["global_step"] + steps_per_epoch
+    assert summary["epochs"] == 7
+
+
+def test_fast_dev_run_from_the_command_line(jet_sample, tmp_path):
+    result = run_module("hepnn.train", "debug=fdr", f"data.files={jet_sample}/*.root", f"hydra.run.dir={tmp_path}/run",
+                        cwd=tmp_path)
+    assert "hepnn run summary" in result.stdout and "test AUC" in result.stdout
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    assert (tmp_path / "run" / ".hydra" / "overrides.yaml").is_file()
+    assert (tmp_path / "run" / "predictions" / "test.root").is_file()
+
+
+def test_multirun_sweep_gives_each_job_its_directory(jet_sample, tmp_path):
+    run_module("hepnn.train", "-m", "debug=fdr", "model.net.hidden=16,32", f"data.files={jet_sample}/*.root",
+               f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    hidden = [compose_config_value(tmp_path / "sweep" / str(i) / "config.yaml") for i in (0, 1)]
+    assert hidden == [16, 32]
+
+
+def compose_config_value(path):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(path).model.net.hidden
+
+
+@pytest.mark.parametrize(("logger", "produced"), [("tensorboard", "tensorboard"), ("mlflow", "mlflow.db")])
+def test_other_loggers_record_metrics(jet_sample, tmp_path, logger, produced):
+    run_training(tmp_path, f"data.files={jet_sample}/*.root", f"logger={logger}", "debug=limit", "data.num_workers=0",
+                 "data.batch_size=32")
+    assert (tmp_path / produced).exists()
+    if logger == "mlflow":
+        import mlflow
+
+        client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+        run = client.search_runs(client.get_experiment_by_name("train").experiment_id)[0]
+        assert "val/auc" in run.data.metrics and "test/auc" in run.data.metrics
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.files=/nonexistent/dir/*.root", "data.generate=null"],
+         "data.files: no input file matches '/nonexistent/dir/\\*.root'"),
+        (["data.tree=Events"], "no tree 'Events' \\(data.tree\\); trees in this file: \\['tree'\\]"),
+        (["data.observers=[jet_pt,jet_sdmass]"], "has no branch 'jet_sdmass'"),
+        (["nonexistent_key=3"], "Key 'nonexistent_key' is not in struct"),
+    ],
+)
+def test_bad_input_fails_clearly_before_training(jet_sample, tmp_path, overrides, message):
+    if not any(o.startswith("data.files") for o in overrides):
+        overrides.append(f"data.files={jet_sample}/*.root")
+    result = run_module("hepnn.train", *overrides, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert re.search(message, result.stderr + result.stdout), result.stderr[-3000:]
+    assert not (tmp_path / "run" / "checkpoints").exists()
