@@ -16,8 +16,10 @@ log = logging.getLogger(__name__)
 
 def prediction_columns(predictions: dict[str, np.ndarray], classes: list[str]) -> dict[str, np.ndarray]:
     """Branches of the predictions tree: ``score_<class>``, ``label``, provenance, observers."""
-    columns = {f"score_{name}": predictions["probabilities"][:, k].astype(np.float32)
-               for k, name in enumerate(classes)}
+    columns = {
+        f"score_{name}": predictions["probabilities"][:, k].astype(np.float32)
+        for k, name in enumerate(classes)
+    }
     columns["label"] = predictions["label"].astype(np.int32)
     columns["file_index"] = predictions["file_index"].astype(np.int32)
     columns["entry"] = predictions["entry"].astype(np.int64)
@@ -49,7 +51,10 @@ class RootPredictionWriter(L.Callback):
         sources = datamodule.source_files() if hasattr(datamodule, "source_files") else []
         columns = prediction_columns(predictions, list(pl_module.classes))
         self.written = write_tree(
-            self.path, self.tree, columns, title="hepnn test predictions",
+            self.path,
+            self.tree,
+            columns,
+            title="hepnn test predictions",
             metadata={"source_files": json.dumps(sources), "classes": json.dumps(list(pl_module.classes))},
         )
         log.info("wrote %d predictions to %s", len(columns["label"]), self.path)

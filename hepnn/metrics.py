@@ -28,12 +28,16 @@ def roc_curve(scores, is_signal, weights=None) -> tuple[np.ndarray, np.ndarray, 
     is_signal = np.asarray(is_signal, dtype=bool)
     weights = np.ones_like(scores) if weights is None else np.asarray(weights, dtype=np.float64)
     if scores.shape != is_signal.shape or scores.shape != weights.shape or scores.ndim != 1:
-        raise ValueError(f"scores {scores.shape}, is_signal {is_signal.shape} and weights {weights.shape} "
-                         "must be 1-d arrays of equal length")
+        raise ValueError(
+            f"scores {scores.shape}, is_signal {is_signal.shape} and weights {weights.shape} "
+            "must be 1-d arrays of equal length"
+        )
     total_s, total_b = weights[is_signal].sum(), weights[~is_signal].sum()
     if total_s <= 0 or total_b <= 0:
-        raise ValueError(f"ROC curve needs both signal and background (signal weight {total_s}, "
-                         f"background weight {total_b})")
+        raise ValueError(
+            f"ROC curve needs both signal and background (signal weight {total_s}, "
+            f"background weight {total_b})"
+        )
     order = np.argsort(-scores, kind="stable")
     s_sorted, sig_sorted, w_sorted = scores[order], is_signal[order], weights[order]
     cum_s = np.cumsum(np.where(sig_sorted, w_sorted, 0.0))
@@ -75,8 +79,9 @@ def accuracy(probabilities, labels) -> float:
     return float(np.mean(probabilities.argmax(axis=1) == np.asarray(labels)))
 
 
-def classification_summary(probabilities, labels, classes, signal_class: str,
-                           signal_efficiencies=(0.3, 0.5)) -> dict[str, float]:
+def classification_summary(
+    probabilities, labels, classes, signal_class: str, signal_efficiencies=(0.3, 0.5)
+) -> dict[str, float]:
     """Accuracy, signal-vs-rest AUC and 1/eps_B at fixed eps_S, and one-vs-rest AUC of every class.
 
     ``probabilities`` is ``(N, K)``; the signal score is the signal class's probability.

@@ -14,7 +14,9 @@ from hepnn.sim.sample import SampleConfig, generate_sample
 REPO = Path(__file__).resolve().parents[1]
 
 
-def sample_config(output_dir: Path, n_jets: int, jets_per_file: int, workers: int = 2, seed: int = 5) -> SampleConfig:
+def sample_config(
+    output_dir: Path, n_jets: int, jets_per_file: int, workers: int = 2, seed: int = 5
+) -> SampleConfig:
     """The default top-vs-QCD configuration, scaled down."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
@@ -23,11 +25,17 @@ def sample_config(output_dir: Path, n_jets: int, jets_per_file: int, workers: in
 
     register_resolvers()
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("generate", overrides=[
-            f"generate.output_dir={output_dir}", f"generate.processes.qcd.n_jets={n_jets}",
-            f"generate.processes.ttbar.n_jets={n_jets}", f"generate.jets_per_file={jets_per_file}",
-            f"generate.workers={workers}", f"generate.seed={seed}",
-        ])
+        cfg = compose(
+            "generate",
+            overrides=[
+                f"generate.output_dir={output_dir}",
+                f"generate.processes.qcd.n_jets={n_jets}",
+                f"generate.processes.ttbar.n_jets={n_jets}",
+                f"generate.jets_per_file={jets_per_file}",
+                f"generate.workers={workers}",
+                f"generate.seed={seed}",
+            ],
+        )
         values = OmegaConf.to_container(cfg.generate, resolve=True)
     return SampleConfig.from_dict(values)
 
@@ -43,11 +51,19 @@ def jet_sample(tmp_path_factory) -> Path:
 def run_module(module: str, *overrides: str, cwd: Path, timeout: int = 600, check: bool = True):
     """Run ``python -m <module> <overrides>`` as a user would; returns the CompletedProcess."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, env=env, capture_output=True,
-                            text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-m", module, *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"python -m {module} {' '.join(overrides)} failed ({result.returncode}):\n"
-                             f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"python -m {module} {' '.join(overrides)} failed ({result.returncode}):\n"
+            f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+        )
     return result
 
 

@@ -34,7 +34,9 @@ def test_every_group_option_composes(group, tmp_path):
 
 
 def test_user_overrides_apply():
-    cfg = compose_train("trainer.max_epochs=3", "data.batch_size=256", "model.net.hidden=64", "seed=7", "trainer=cpu")
+    cfg = compose_train(
+        "trainer.max_epochs=3", "data.batch_size=256", "model.net.hidden=64", "seed=7", "trainer=cpu"
+    )
     assert cfg.trainer.max_epochs == 3 and cfg.model.scheduler.T_max == 3
     assert cfg.data.batch_size == 256 and cfg.data.seed == 7
     model = hydra.utils.instantiate(cfg.model, _convert_="all")

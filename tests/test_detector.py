@@ -15,14 +15,24 @@ def particle(pt, eta, phi, mass=0.0):
 def run(particles, ids, charges, cfg=None, seed=0, counts=None):
     columns = np.array(particles, dtype=float).T
     counts = np.array(counts if counts is not None else [len(ids)])
-    return detector.simulate(*columns, np.array(ids), np.array(charges, float), counts,
-                             np.random.default_rng(seed), cfg or DetectorConfig())
+    return detector.simulate(
+        *columns,
+        np.array(ids),
+        np.array(charges, float),
+        counts,
+        np.random.default_rng(seed),
+        cfg or DetectorConfig(),
+    )
 
 
 PERFECT = DetectorConfig(
-    track_efficiency_low_pt=1.0, track_efficiency_central=1.0, track_efficiency_forward=1.0,
-    track_resolution_constant=0.0, track_resolution_linear=0.0,
-    ecal=CalorimeterLayer(0.025, 0.025, 0.0, 0.0, 0.5), hcal=CalorimeterLayer(0.1, 0.1, 0.0, 0.0, 1.0),
+    track_efficiency_low_pt=1.0,
+    track_efficiency_central=1.0,
+    track_efficiency_forward=1.0,
+    track_resolution_constant=0.0,
+    track_resolution_linear=0.0,
+    ecal=CalorimeterLayer(0.025, 0.025, 0.0, 0.0, 0.5),
+    hcal=CalorimeterLayer(0.1, 0.1, 0.0, 0.0, 1.0),
 )
 
 
@@ -59,10 +69,16 @@ def test_calorimeter_merges_deposits_per_cell_and_conserves_energy():
 
 
 def test_thresholds_untracked_hadrons_and_low_pt_charged():
-    cfg = DetectorConfig(track_efficiency_central=0.0, track_efficiency_low_pt=0.0, track_efficiency_forward=0.0)
+    cfg = DetectorConfig(
+        track_efficiency_central=0.0, track_efficiency_low_pt=0.0, track_efficiency_forward=0.0
+    )
     # an untracked pion goes to the HCAL; a 0.3 GeV pion curls up; a 0.4 GeV photon is below threshold
-    out = run([particle(20, 0.2, 0.0, 0.1396), particle(0.3, 0.0, 1.0, 0.1396), particle(0.4, -0.5, 2.0)],
-              [211, -211, 22], [1, -1, 0], cfg)
+    out = run(
+        [particle(20, 0.2, 0.0, 0.1396), particle(0.3, 0.0, 1.0, 0.1396), particle(0.4, -0.5, 2.0)],
+        [211, -211, 22],
+        [1, -1, 0],
+        cfg,
+    )
     assert out.pid.tolist() == [130]
 
 

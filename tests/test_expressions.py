@@ -56,7 +56,9 @@ def test_variables_use_each_other_and_read_only_needed_branches():
     ],
 )
 def test_code_is_rejected_not_executed(text):
-    with pytest.raises(ExpressionError, match=r"data\.variables\.bad.*not allowed|data\.variables\.bad.*parse"):
+    with pytest.raises(
+        ExpressionError, match=r"data\.variables\.bad.*not allowed|data\.variables\.bad.*parse"
+    ):
         Expression(text, "data.variables.bad")
 
 

@@ -27,9 +27,27 @@ def test_files_follow_the_jetclass_schema(jet_sample):
     tree = uproot.open(jet_sample / "ttbar_000.root")["tree"]
     assert tree.num_entries == 400
     expected = {
-        "part_px", "part_py", "part_pz", "part_energy", "part_deta", "part_dphi", "part_charge", "part_pid",
-        "part_isChargedHadron", "part_isNeutralHadron", "part_isPhoton", "part_isElectron", "part_isMuon",
-        "jet_pt", "jet_eta", "jet_phi", "jet_energy", "jet_mass", "jet_nparticles", "label", "label_QCD",
+        "part_px",
+        "part_py",
+        "part_pz",
+        "part_energy",
+        "part_deta",
+        "part_dphi",
+        "part_charge",
+        "part_pid",
+        "part_isChargedHadron",
+        "part_isNeutralHadron",
+        "part_isPhoton",
+        "part_isElectron",
+        "part_isMuon",
+        "jet_pt",
+        "jet_eta",
+        "jet_phi",
+        "jet_energy",
+        "jet_mass",
+        "jet_nparticles",
+        "label",
+        "label_QCD",
         "label_Tbqq",
     }
     assert expected <= set(tree.keys())
@@ -70,8 +88,13 @@ def test_top_jet_mass_peaks_near_the_top_mass_and_qcd_does_not(jet_sample):
 
 def test_detector_objects_are_physical(jet_sample):
     jets = read_process(jet_sample, "qcd")
-    flags = [jets.part_isChargedHadron, jets.part_isNeutralHadron, jets.part_isPhoton, jets.part_isElectron,
-             jets.part_isMuon]
+    flags = [
+        jets.part_isChargedHadron,
+        jets.part_isNeutralHadron,
+        jets.part_isPhoton,
+        jets.part_isElectron,
+        jets.part_isMuon,
+    ]
     assert ak.all(sum(flags) == 1)  # every constituent is exactly one kind
     charged = jets.part_charge != 0
     assert ak.all(charged == ((jets.part_isChargedHadron + jets.part_isElectron + jets.part_isMuon) == 1))
@@ -112,10 +135,14 @@ def test_rerun_reuses_files_and_refuses_a_different_configuration(tmp_path):
 
 
 def test_config_errors_name_the_key(tmp_path):
-    base = {"output_dir": str(tmp_path), "classes": ["QCD", "Tbqq"], "processes": {"qcd": {"n_jets": 5, "label": "QCD"}}}
-    with pytest.raises(KeyError, match="generate.processes.zprime: unknown process"):
+    base = {
+        "output_dir": str(tmp_path),
+        "classes": ["QCD", "Tbqq"],
+        "processes": {"qcd": {"n_jets": 5, "label": "QCD"}},
+    }
+    with pytest.raises(KeyError, match=r"generate\.processes\.zprime: unknown process"):
         SampleConfig.from_dict({**base, "processes": {"zprime": {"n_jets": 5, "label": "QCD"}}})
-    with pytest.raises(ValueError, match="generate.processes.qcd.label 'top' is not one of"):
+    with pytest.raises(ValueError, match=r"generate\.processes\.qcd\.label 'top' is not one of"):
         SampleConfig.from_dict({**base, "processes": {"qcd": {"n_jets": 5, "label": "top"}}})
     with pytest.raises(KeyError, match=r"generate: unknown key\(s\) \['n_events'\]"):
         SampleConfig.from_dict({**base, "n_events": 3})

@@ -50,10 +50,12 @@ def test_weights_act_as_repeated_entries():
     is_signal = np.array([1, 0, 1, 0, 1], bool)
     weights = np.array([2, 1, 3, 2, 1])
     repeated = np.repeat(np.arange(5), weights)
-    assert metrics.roc_auc(scores, is_signal, weights) == pytest.approx(metrics.roc_auc(scores[repeated],
-                                                                                      is_signal[repeated]))
+    assert metrics.roc_auc(scores, is_signal, weights) == pytest.approx(
+        metrics.roc_auc(scores[repeated], is_signal[repeated])
+    )
     assert metrics.background_rejection(scores, is_signal, 0.5, weights) == pytest.approx(
-        metrics.background_rejection(scores[repeated], is_signal[repeated], 0.5))
+        metrics.background_rejection(scores[repeated], is_signal[repeated], 0.5)
+    )
 
 
 def test_accuracy_and_summary():

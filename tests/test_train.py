@@ -28,8 +28,14 @@ def run_training(output_dir, *overrides):
 def trained(jet_sample, tmp_path_factory):
     """A real (short) training on the session sample: 6 epochs on 1120 jets."""
     out = tmp_path_factory.mktemp("trained")
-    summary = run_training(out, f"data.files={jet_sample}/*.root", "trainer.max_epochs=6", "data.batch_size=64",
-                           "data.num_workers=0", "callbacks.early_stopping=null")
+    summary = run_training(
+        out,
+        f"data.files={jet_sample}/*.root",
+        "trainer.max_epochs=6",
+        "data.batch_size=64",
+        "data.num_workers=0",
+        "callbacks.early_stopping=null",
+    )
     return out, summary
 
 
@@ -51,7 +57,7 @@ def test_run_directory_holds_config_checkpoints_logs_and_predictions(trained):
 
 
 def test_predictions_align_with_the_input_entries(trained, jet_sample):
-    out, summary = trained
+    _, summary = trained
     handle = uproot.open(summary["predictions"])
     predictions = handle["predictions"].arrays(library="np")
     sources = json.loads(str(handle["source_files"]))
@@ -75,8 +81,15 @@ def test_resume_from_last_checkpoint_trains_only_the_remaining_epochs(trained, j
     out, _ = trained
     last = out / "checkpoints" / "last.ckpt"
     before = torch.load(last, map_location="cpu", weights_only=True)
-    summary = run_training(tmp_path, f"data.files={jet_sample}/*.root", "trainer.max_epochs=7", "data.batch_size=64",
-                           "data.num_workers=0", "callbacks.early_stopping=null", f"ckpt_path={last}")
+    summary = run_training(
+        tmp_path,
+        f"data.files={jet_sample}/*.root",
+        "trainer.max_epochs=7",
+        "data.batch_size=64",
+        "data.num_workers=0",
+        "callbacks.early_stopping=null",
+        f"ckpt_path={last}",
+    )
     after = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert before["epoch"] == 5 and after["epoch"] == 6
     steps_per_epoch = before["global_step"] // 6
@@ -85,8 +98,13 @@ def test_resume_from_last_checkpoint_trains_only_the_remaining_epochs(trained, j
 
 
 def test_fast_dev_run_from_the_command_line(jet_sample, tmp_path):
-    result = run_module("hepnn.train", "debug=fdr", f"data.files={jet_sample}/*.root", f"hydra.run.dir={tmp_path}/run",
-                        cwd=tmp_path)
+    result = run_module(
+        "hepnn.train",
+        "debug=fdr",
+        f"data.files={jet_sample}/*.root",
+        f"hydra.run.dir={tmp_path}/run",
+        cwd=tmp_path,
+    )
     assert "hepnn run summary" in result.stdout and "test AUC" in result.stdout
     assert (tmp_path / "run" / "config.yaml").is_file()
     assert (tmp_path / "run" / ".hydra" / "overrides.yaml").is_file()
@@ -94,8 +112,15 @@ def test_fast_dev_run_from_the_command_line(jet_sample, tmp_path):
 
 
 def test_multirun_sweep_gives_each_job_its_directory(jet_sample, tmp_path):
-    run_module("hepnn.train", "-m", "debug=fdr", "model.net.hidden=16,32", f"data.files={jet_sample}/*.root",
-               f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    run_module(
+        "hepnn.train",
+        "-m",
+        "debug=fdr",
+        "model.net.hidden=16,32",
+        f"data.files={jet_sample}/*.root",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        cwd=tmp_path,
+    )
     hidden = [compose_config_value(tmp_path / "sweep" / str(i) / "config.yaml") for i in (0, 1)]
     assert hidden == [16, 32]
 
@@ -108,8 +133,14 @@ def compose_config_value(path):
 
 @pytest.mark.parametrize(("logger", "produced"), [("tensorboard", "tensorboard"), ("mlflow", "mlflow.db")])
 def test_other_loggers_record_metrics(jet_sample, tmp_path, logger, produced):
-    run_training(tmp_path, f"data.files={jet_sample}/*.root", f"logger={logger}", "debug=limit", "data.num_workers=0",
-                 "data.batch_size=32")
+    run_training(
+        tmp_path,
+        f"data.files={jet_sample}/*.root",
+        f"logger={logger}",
+        "debug=limit",
+        "data.num_workers=0",
+        "data.batch_size=32",
+    )
     assert (tmp_path / produced).exists()
     if logger == "mlflow":
         import mlflow
@@ -122,8 +153,10 @@ def test_other_loggers_record_metrics(jet_sample, tmp_path, logger, produced):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["data.files=/nonexistent/dir/*.root", "data.generate=null"],
-         "data.files: no input file matches '/nonexistent/dir/\\*.root'"),
+        (
+            ["data.files=/nonexistent/dir/*.root", "data.generate=null"],
+            "data.files: no input file matches '/nonexistent/dir/\\*.root'",
+        ),
         (["data.tree=Events"], "no tree 'Events' \\(data.tree\\); trees in this file: \\['tree'\\]"),
         (["data.observers=[jet_pt,jet_sdmass]"], "has no branch 'jet_sdmass'"),
         (["nonexistent_key=3"], "Key 'nonexistent_key' is not in struct"),

@@ -53,10 +53,17 @@ class RootDataModule(L.LightningDataModule):
     ):
         super().__init__()
         self.files_config = files
-        self.spec = DataSpec.from_config({
-            "tree": tree, "inputs": inputs, "labels": labels, "variables": variables, "observers": observers,
-            "selection": selection, "split": split,
-        })
+        self.spec = DataSpec.from_config(
+            {
+                "tree": tree,
+                "inputs": inputs,
+                "labels": labels,
+                "variables": variables,
+                "observers": observers,
+                "selection": selection,
+                "split": split,
+            }
+        )
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.chunk_size = chunk_size
@@ -87,8 +94,11 @@ class RootDataModule(L.LightningDataModule):
         from hepnn.sim.sample import SampleConfig, generate_sample
 
         sample = SampleConfig.from_dict(self.generate)
-        log.info("no input file matches data.files=%s; generating the sample into %s", self.files_config,
-                 sample.output_dir)
+        log.info(
+            "no input file matches data.files=%s; generating the sample into %s",
+            self.files_config,
+            sample.output_dir,
+        )
         report = generate_sample(sample, progress_bar=self.progress_bar)
         log.info(report.summary())
 
@@ -101,20 +111,31 @@ class RootDataModule(L.LightningDataModule):
         for split in SPLITS:
             chunks = plan_chunks(self.files, self.spec, split, self.chunk_size)
             self.datasets[split] = ChunkedRootDataset(
-                self.spec, chunks, self.batch_size if split == "train" else self.eval_batch_size,
-                shuffle=split == "train", seed=self.seed, buffer_size=self.buffer_size, num_workers=self.num_workers,
+                self.spec,
+                chunks,
+                self.batch_size if split == "train" else self.eval_batch_size,
+                shuffle=split == "train",
+                seed=self.seed,
+                buffer_size=self.buffer_size,
+                num_workers=self.num_workers,
             )
         sizes = {s: d.n_entries for s, d in self.datasets.items()}
         log.info("input: %d file(s), tree '%s', entries per split %s", len(self.files), self.spec.tree, sizes)
         for split in ("train", "test"):
             if sizes[split] == 0:
-                raise DataInputError(f"the {split} split of data.files={self.files_config} is empty "
-                                     f"(data.split={self.spec.split})")
+                raise DataInputError(
+                    f"the {split} split of data.files={self.files_config} is empty "
+                    f"(data.split={self.spec.split})"
+                )
 
     def _loader(self, split: str) -> DataLoader:
         return DataLoader(
-            self.datasets[split], batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
-            persistent_workers=False, prefetch_factor=2 if self.num_workers > 0 else None,
+            self.datasets[split],
+            batch_size=None,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=False,
+            prefetch_factor=2 if self.num_workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -1,14 +1,15 @@
 """Streaming dataset: chunks of ROOT files dealt across DDP ranks and DataLoader workers.
 
 Every epoch, the chunk list of a split is put in a seeded order (a new one every epoch for
-training, a fixed one for evaluation), viewed as one sequence of entries, and cut into ``world_size x num_workers``
-contiguous, equally large pieces (sizes differ by at most one entry); each (global rank,
-worker) reads its own piece. Every entry of the split is therefore read exactly once per epoch,
-by exactly one worker. Workers preprocess whole chunks with vectorised code, keep a shuffle
-buffer of about ``buffer_size`` entries, and yield ready batches (use the DataLoader with
-``batch_size=None``). The shuffle buffer is a reservoir: once it holds more than ``buffer_size``
-entries, batches are drawn at random from all of it and the rest stays, so late batches mix
-entries of all chunks read so far, not only of the last ones. Memory is bounded by
+training, a fixed one for evaluation), viewed as one sequence of entries, and cut into
+``world_size x num_workers`` contiguous, equally large pieces (sizes differ by at most one
+entry); each (global rank, worker) reads its own piece. Every entry of the split is therefore
+read exactly once per epoch, by exactly one worker. Workers preprocess whole chunks with
+vectorised code and yield ready batches (use the DataLoader with ``batch_size=None``).
+
+The shuffle buffer is a reservoir: once it holds more than ``buffer_size`` entries, batches are
+drawn at random from all of it and the rest stays, so late batches mix entries of all chunks
+read so far, not only of the last ones. Memory is bounded by
 ``buffer_size + chunk_size + batch_size`` entries per worker, independent of the dataset size.
 """
 
@@ -62,7 +63,9 @@ def deal_entries(chunks: Sequence[Chunk], n_parts: int) -> list[list[Chunk]]:
             while offset + start >= bounds[part + 1]:
                 part += 1
             take = min(chunk.n_entries - start, bounds[part + 1] - (offset + start))
-            parts[part].append(Chunk(chunk.file_index, chunk.path, chunk.start + start, chunk.start + start + take))
+            parts[part].append(
+                Chunk(chunk.file_index, chunk.path, chunk.start + start, chunk.start + start + take)
+            )
             start += take
         offset += chunk.n_entries
     return parts
@@ -87,8 +90,10 @@ def _length(columns: dict) -> int:
 
 
 def _to_torch(columns: dict) -> dict:
-    return {k: _to_torch(v) if isinstance(v, dict) else torch.from_numpy(np.ascontiguousarray(v))
-            for k, v in columns.items()}
+    return {
+        k: _to_torch(v) if isinstance(v, dict) else torch.from_numpy(np.ascontiguousarray(v))
+        for k, v in columns.items()
+    }
 
 
 class ChunkedRootDataset(IterableDataset):
@@ -147,7 +152,9 @@ class ChunkedRootDataset(IterableDataset):
             raise TypeError("the number of batches is unknown before reading when data.selection is set")
         pieces, first = self._pieces()
         workers = max(self.num_workers, 1)
-        return sum(math.ceil(sum(c.n_entries for c in p) / self.batch_size) for p in pieces[first : first + workers])
+        return sum(
+            math.ceil(sum(c.n_entries for c in p) / self.batch_size) for p in pieces[first : first + workers]
+        )
 
     def _read(self, chunk: Chunk) -> dict:
         source = f"{chunk.path} (tree '{self.spec.tree}', entries {chunk.start}-{chunk.stop})"
@@ -155,8 +162,9 @@ class ChunkedRootDataset(IterableDataset):
         if tree is None:
             tree = self._trees[chunk.path] = open_tree(chunk.path, self.spec.tree)
         try:
-            arrays = tree.arrays(sorted(self.spec.branches), entry_start=chunk.start, entry_stop=chunk.stop,
-                                 library="ak")
+            arrays = tree.arrays(
+                sorted(self.spec.branches), entry_start=chunk.start, entry_stop=chunk.stop, library="ak"
+            )
         except Exception as exc:
             raise DataInputError(f"cannot read {source}: {type(exc).__name__}: {exc}") from exc
         return preprocess_chunk(ak.Array(arrays), self.spec, chunk.file_index, chunk.start, source)
@@ -165,8 +173,9 @@ class ChunkedRootDataset(IterableDataset):
         info = get_worker_info()
         worker = info.id if info is not None else 0
         if info is not None and info.num_workers != max(self.num_workers, 1):
-            raise RuntimeError(f"dataset was set up for {self.num_workers} workers but the DataLoader has "
-                               f"{info.num_workers}")
+            raise RuntimeError(
+                f"dataset was set up for {self.num_workers} workers but the DataLoader has {info.num_workers}"
+            )
         pieces, first = self._pieces()
         mine = pieces[first + worker]
         rng = np.random.default_rng([self.seed, self.epoch, first + worker])

@@ -19,28 +19,99 @@ import awkward as ak
 import numpy as np
 
 FUNCTIONS: dict[str, Callable] = {
-    **{f"np.{name}": getattr(np, name) for name in (
-        "abs", "absolute", "sqrt", "square", "exp", "log", "log10", "log2", "log1p", "expm1",
-        "sin", "cos", "tan", "arcsin", "arccos", "arctan", "arctan2", "sinh", "cosh", "tanh",
-        "arcsinh", "arccosh", "arctanh", "hypot", "minimum", "maximum", "clip", "where", "sign",
-        "floor", "ceil", "round", "isfinite", "isnan", "logical_and", "logical_or", "logical_not",
-    )},
-    **{f"ak.{name}": getattr(ak, name) for name in (
-        "num", "sum", "mean", "max", "min", "argmax", "argmin", "firsts", "fill_none", "ones_like",
-        "zeros_like", "full_like", "values_astype", "any", "all", "count", "count_nonzero", "prod",
-    )},
+    **{
+        f"np.{name}": getattr(np, name)
+        for name in (
+            "abs",
+            "absolute",
+            "sqrt",
+            "square",
+            "exp",
+            "log",
+            "log10",
+            "log2",
+            "log1p",
+            "expm1",
+            "sin",
+            "cos",
+            "tan",
+            "arcsin",
+            "arccos",
+            "arctan",
+            "arctan2",
+            "sinh",
+            "cosh",
+            "tanh",
+            "arcsinh",
+            "arccosh",
+            "arctanh",
+            "hypot",
+            "minimum",
+            "maximum",
+            "clip",
+            "where",
+            "sign",
+            "floor",
+            "ceil",
+            "round",
+            "isfinite",
+            "isnan",
+            "logical_and",
+            "logical_or",
+            "logical_not",
+        )
+    },
+    **{
+        f"ak.{name}": getattr(ak, name)
+        for name in (
+            "num",
+            "sum",
+            "mean",
+            "max",
+            "min",
+            "argmax",
+            "argmin",
+            "firsts",
+            "fill_none",
+            "ones_like",
+            "zeros_like",
+            "full_like",
+            "values_astype",
+            "any",
+            "all",
+            "count",
+            "count_nonzero",
+            "prod",
+        )
+    },
 }
 CONSTANTS: dict[str, float] = {"np.pi": np.pi, "np.e": np.e, "np.inf": np.inf}
 
 _BINARY = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
-    ast.BitAnd: operator.and_, ast.BitOr: operator.or_, ast.BitXor: operator.xor,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+    ast.BitAnd: operator.and_,
+    ast.BitOr: operator.or_,
+    ast.BitXor: operator.xor,
 }
-_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Invert: operator.invert, ast.Not: np.logical_not}
+_UNARY = {
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+    ast.Invert: operator.invert,
+    ast.Not: np.logical_not,
+}
 _COMPARE = {
-    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
-    ast.Gt: operator.gt, ast.GtE: operator.ge,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
 }
 _BOOL = {ast.And: np.logical_and, ast.Or: np.logical_or}
 
@@ -99,8 +170,10 @@ class Expression:
             case ast.Attribute():
                 dotted = _dotted(node)
                 if dotted not in CONSTANTS:
-                    self._fail(f"attribute access {dotted or ast.unparse(node)!r}; allowed constants: "
-                               f"{', '.join(sorted(CONSTANTS))}")
+                    self._fail(
+                        f"attribute access {dotted or ast.unparse(node)!r}; allowed constants: "
+                        f"{', '.join(sorted(CONSTANTS))}"
+                    )
             case ast.BinOp(left=left, op=op, right=right):
                 if type(op) not in _BINARY:
                     self._fail(f"operator {type(op).__name__}")
@@ -120,8 +193,10 @@ class Expression:
             case ast.Call(func=func, args=args, keywords=keywords):
                 dotted = _dotted(func)
                 if dotted not in FUNCTIONS:
-                    self._fail(f"call of {dotted or ast.unparse(func)!r}; allowed functions: "
-                               f"{', '.join(sorted(FUNCTIONS))}")
+                    self._fail(
+                        f"call of {dotted or ast.unparse(func)!r}; allowed functions: "
+                        f"{', '.join(sorted(FUNCTIONS))}"
+                    )
                 for arg in args:
                     if isinstance(arg, ast.Starred):
                         self._fail("starred arguments")
@@ -188,9 +263,10 @@ class VariableResolver:
             return self._values[name]
         if name in self._variables:
             if name in self._evaluating:
-                cycle = " -> ".join([*self._evaluating[self._evaluating.index(name):], name])
-                raise ExpressionError(f"{self._variables[name].where}: variables depend on each other in a cycle: "
-                                      f"{cycle}")
+                cycle = " -> ".join([*self._evaluating[self._evaluating.index(name) :], name])
+                raise ExpressionError(
+                    f"{self._variables[name].where}: variables depend on each other in a cycle: {cycle}"
+                )
             self._evaluating.append(name)
             try:
                 value = self._variables[name].evaluate(self)

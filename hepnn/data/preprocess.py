@@ -37,7 +37,9 @@ def _is_jagged(values) -> bool:
 def _as_per_entry(values, n: int, where: str) -> np.ndarray:
     if isinstance(values, ak.Array):
         if values.ndim != 1:
-            raise DataValueError(f"{where} has one value per particle, but one value per entry is expected here")
+            raise DataValueError(
+                f"{where} has one value per particle, but one value per entry is expected here"
+            )
         values = ak.to_numpy(values)
     array = np.asarray(values)
     if array.ndim == 0:
@@ -54,7 +56,8 @@ def _check_finite(values: np.ndarray, valid: np.ndarray | None, where: str, entr
     if bad.any():
         rows = np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))
         raise DataValueError(
-            f"{where}: {int(bad.sum())} non-finite value(s) (NaN or inf) in {len(rows)} entr{'y' if len(rows) == 1 else 'ies'}, "
+            f"{where}: {int(bad.sum())} non-finite value(s) (NaN or inf) in {len(rows)} "
+            f"entr{'y' if len(rows) == 1 else 'ies'}, "
             f"first at entry {int(entries[rows[0]])}"
         )
 
@@ -72,15 +75,19 @@ def build_group(group: InputGroup, resolve, entries: np.ndarray, source: str) ->
             _check_finite(x, None, where, entries)
         else:
             if not _is_jagged(values):
-                raise DataValueError(f"{where} has one value per entry, but group '{group.name}' has length "
-                                     f"{group.length} and needs a list per entry (e.g. one value per particle)")
+                raise DataValueError(
+                    f"{where} has one value per entry, but group '{group.name}' has length "
+                    f"{group.length} and needs a list per entry (e.g. one value per particle)"
+                )
             counts = ak.to_numpy(ak.num(values, axis=1))
             this_mask = valid_mask(counts, group.length)
             if mask is None:
                 mask = this_mask
             elif not np.array_equal(mask, this_mask):
-                raise DataValueError(f"{where}: list lengths differ from those of the group's first feature "
-                                     f"'{group.features[0].name}'")
+                raise DataValueError(
+                    f"{where}: list lengths differ from those of the group's first feature "
+                    f"'{group.features[0].name}'"
+                )
             x = pad_jagged(values, group.length, group.pad_value)
             _check_finite(x, mask, where, entries)
         x = (x - feature.center) / feature.scale
@@ -98,8 +105,10 @@ def build_labels(spec: DataSpec, resolve, entries: np.ndarray, source: str) -> n
     """Class index per entry from the one-boolean-per-class label expressions; each row must be one-hot."""
     n = len(entries)
     onehot = np.stack(
-        [_as_per_entry(spec.labels[c].evaluate(resolve), n, f"{source}: data.labels.{c}").astype(bool)
-         for c in spec.classes],
+        [
+            _as_per_entry(spec.labels[c].evaluate(resolve), n, f"{source}: data.labels.{c}").astype(bool)
+            for c in spec.classes
+        ],
         axis=1,
     )
     n_true = onehot.sum(axis=1)
@@ -115,7 +124,9 @@ def build_labels(spec: DataSpec, resolve, entries: np.ndarray, source: str) -> n
     return onehot.argmax(axis=1).astype(np.int64)
 
 
-def preprocess_chunk(arrays: ak.Array, spec: DataSpec, file_index: int, entry_start: int, source: str) -> dict:
+def preprocess_chunk(
+    arrays: ak.Array, spec: DataSpec, file_index: int, entry_start: int, source: str
+) -> dict:
     """All batch columns for the entries of ``arrays`` (read from ``entry_start`` on) that pass the selection.
 
     ``source`` describes the chunk (file, tree, entry range) for error messages.
@@ -123,8 +134,11 @@ def preprocess_chunk(arrays: ak.Array, spec: DataSpec, file_index: int, entry_st
     entries = np.arange(entry_start, entry_start + len(arrays), dtype=np.int64)
     try:
         if spec.selection is not None:
-            keep = _as_per_entry(spec.selection.evaluate(VariableResolver(arrays, spec.variables)), len(arrays),
-                                 f"{source}: data.selection").astype(bool)
+            keep = _as_per_entry(
+                spec.selection.evaluate(VariableResolver(arrays, spec.variables)),
+                len(arrays),
+                f"{source}: data.selection",
+            ).astype(bool)
             arrays, entries = arrays[keep], entries[keep]
         resolve = VariableResolver(arrays, spec.variables)
         out: dict = {}
@@ -132,7 +146,8 @@ def preprocess_chunk(arrays: ak.Array, spec: DataSpec, file_index: int, entry_st
             out.update(build_group(group, resolve, entries, source))
         out["label"] = build_labels(spec, resolve, entries, source)
         out["observers"] = {
-            name: _as_per_entry(resolve(name), len(entries), f"{source}: data.observers.{name}") for name in spec.observers
+            name: _as_per_entry(resolve(name), len(entries), f"{source}: data.observers.{name}")
+            for name in spec.observers
         }
     except ExpressionError as exc:
         raise ExpressionError(f"{source}: {exc}") from exc

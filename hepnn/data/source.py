@@ -66,10 +66,15 @@ def resolve_files(patterns: str | Sequence[str], key: str = "data.files") -> lis
             files.append(pattern)
             continue
         expanded = os.path.expanduser(pattern)
-        matches = sorted(glob.glob(expanded)) if glob.has_magic(expanded) else (
-            [expanded] if Path(expanded).exists() else [])
+        matches = (
+            sorted(glob.glob(expanded))
+            if glob.has_magic(expanded)
+            else ([expanded] if Path(expanded).exists() else [])
+        )
         if not matches:
-            raise DataInputError(f"{key}: no input file matches {pattern!r} (working directory {os.getcwd()})")
+            raise DataInputError(
+                f"{key}: no input file matches {pattern!r} (working directory {os.getcwd()})"
+            )
         files.extend(str(Path(m).resolve()) for m in matches)
     return list(dict.fromkeys(files))
 
@@ -106,8 +111,9 @@ def check_branches(tree, path: str, needed: set[str]) -> None:
             close = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
             details.append(f"'{name}'" + (f" (close matches: {', '.join(close)})" if close else ""))
         raise DataInputError(
-            f"{path}: tree '{tree.name}' has no branch {', '.join(details)}; it has {len(available)} branches: "
-            f"{', '.join(sorted(available)[:40])}{' ...' if len(available) > 40 else ''}"
+            f"{path}: tree '{tree.name}' has no branch {', '.join(details)}; "
+            f"it has {len(available)} branches: {', '.join(sorted(available)[:40])}"
+            f"{' ...' if len(available) > 40 else ''}"
         )
 
 

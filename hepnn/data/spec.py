@@ -93,14 +93,17 @@ class DataSpec:
         if not tree or not isinstance(tree, str):
             raise DataConfigError(f"data.tree must name the TTree to read, got {tree!r}")
         variables = {
-            str(name): Expression(text, f"data.variables.{name}") for name, text in (cfg.get("variables") or {}).items()
+            str(name): Expression(text, f"data.variables.{name}")
+            for name, text in (cfg.get("variables") or {}).items()
         }
         inputs = tuple(_input_group(name, g) for name, g in _mapping(cfg, "inputs").items())
         if not inputs:
             raise DataConfigError("data.inputs must define at least one input group (e.g. 'particles')")
         labels_cfg = _mapping(cfg, "labels")
         if len(labels_cfg) < 2:
-            raise DataConfigError(f"data.labels must map at least two class names to expressions, got {labels_cfg}")
+            raise DataConfigError(
+                f"data.labels must map at least two class names to expressions, got {labels_cfg}"
+            )
         labels = {str(c): Expression(text, f"data.labels.{c}") for c, text in labels_cfg.items()}
         selection = cfg.get("selection")
         split_cfg = dict(cfg.get("split") or {})
@@ -108,7 +111,10 @@ class DataSpec:
         if unknown:
             raise DataConfigError(f"data.split: unknown key(s) {sorted(unknown)}; expected train, val, test")
         split = Split(**{k: float(v) for k, v in split_cfg.items()})
-        if min(split.train, split.val, split.test) < 0 or abs(split.train + split.val + split.test - 1) > 1e-6:
+        if (
+            min(split.train, split.val, split.test) < 0
+            or abs(split.train + split.val + split.test - 1) > 1e-6
+        ):
             raise DataConfigError(f"data.split fractions must be non-negative and sum to 1, got {split}")
         observers = tuple(str(o) for o in (cfg.get("observers") or ()))
         spec = cls(
@@ -137,8 +143,9 @@ def _input_group(name: str, cfg: Mapping) -> InputGroup:
         raise DataConfigError(f"{where} must be a mapping with 'features', got {cfg!r}")
     unknown = set(cfg) - {"features", "length", "pad_value", "clip", "mask"}
     if unknown:
-        raise DataConfigError(f"{where}: unknown key(s) {sorted(unknown)}; expected features, length, pad_value, "
-                              "clip, mask")
+        raise DataConfigError(
+            f"{where}: unknown key(s) {sorted(unknown)}; expected features, length, pad_value, clip, mask"
+        )
     default_clip = _clip(cfg.get("clip"), f"{where}.clip")
     features_cfg = cfg.get("features")
     if not features_cfg:
@@ -161,10 +168,14 @@ def _input_group(name: str, cfg: Mapping) -> InputGroup:
         features.append(Feature(str(fname), float(fcfg.get("center", 0.0)), scale, clip))
     length = cfg.get("length")
     if length is not None and (not isinstance(length, int) or length < 1):
-        raise DataConfigError(f"{where}.length must be a positive integer (or null for per-entry features), "
-                              f"got {length!r}")
+        raise DataConfigError(
+            f"{where}.length must be a positive integer (or null for per-entry features), got {length!r}"
+        )
     return InputGroup(
-        name=name, features=tuple(features), length=length, pad_value=float(cfg.get("pad_value", 0.0)),
+        name=name,
+        features=tuple(features),
+        length=length,
+        pad_value=float(cfg.get("pad_value", 0.0)),
         mask_key=(cfg.get("mask") or f"{name}_mask") if length is not None else None,
     )
 

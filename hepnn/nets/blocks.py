@@ -61,8 +61,14 @@ def masked_pool(x: torch.Tensor, mask: torch.Tensor, mode: str = "sum") -> torch
 class MLP(nn.Module):
     """Dense network: hidden layers with activation and dropout, then a linear output layer."""
 
-    def __init__(self, in_features: int, hidden: Sequence[int], out_features: int, dropout: float = 0.0,
-                 activation_name: str = "relu"):
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        out_features: int,
+        dropout: float = 0.0,
+        activation_name: str = "relu",
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         previous = in_features

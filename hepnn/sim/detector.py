@@ -151,8 +151,9 @@ def pseudorapidity(px: np.ndarray, py: np.ndarray, pz: np.ndarray) -> np.ndarray
 
 def track_efficiency(pt: np.ndarray, abs_eta: np.ndarray, cfg: DetectorConfig) -> np.ndarray:
     """Probability to reconstruct a charged particle of transverse momentum ``pt`` (GeV) as a track."""
-    eff = np.where(abs_eta < cfg.track_central_abs_eta_max, cfg.track_efficiency_central,
-                   cfg.track_efficiency_forward)
+    eff = np.where(
+        abs_eta < cfg.track_central_abs_eta_max, cfg.track_efficiency_central, cfg.track_efficiency_forward
+    )
     eff = np.where(pt < cfg.track_low_pt_max, cfg.track_efficiency_low_pt, eff)
     inside = (pt > cfg.track_pt_min) & (abs_eta < cfg.tracker_abs_eta_max)
     return np.where(inside, eff, 0.0)
@@ -197,17 +198,31 @@ def simulate(
 
     parts = [
         (event[tracked], *tracks),
-        (*ecal, np.zeros_like(ecal[1]), np.full_like(ecal[1], 22, dtype=np.int32),
-         np.full_like(ecal[1], KIND_PHOTON, dtype=np.int8)),
-        (*hcal, np.zeros_like(hcal[1]), np.full_like(hcal[1], 130, dtype=np.int32),
-         np.full_like(hcal[1], KIND_NEUTRAL_HADRON, dtype=np.int8)),
+        (
+            *ecal,
+            np.zeros_like(ecal[1]),
+            np.full_like(ecal[1], 22, dtype=np.int32),
+            np.full_like(ecal[1], KIND_PHOTON, dtype=np.int8),
+        ),
+        (
+            *hcal,
+            np.zeros_like(hcal[1]),
+            np.full_like(hcal[1], 130, dtype=np.int32),
+            np.full_like(hcal[1], KIND_NEUTRAL_HADRON, dtype=np.int8),
+        ),
     ]
     columns = [np.concatenate(c) for c in zip(*parts, strict=True)]
     order = np.argsort(columns[0], kind="stable")
     ev, opx, opy, opz, oe, och, opid, okind = (c[order] for c in columns)
     return DetectedObjects(
-        px=opx, py=opy, pz=opz, energy=oe, charge=och.astype(np.int32), pid=opid.astype(np.int32),
-        kind=okind.astype(np.int8), counts=np.bincount(ev, minlength=len(counts)),
+        px=opx,
+        py=opy,
+        pz=opz,
+        energy=oe,
+        charge=och.astype(np.int32),
+        pid=opid.astype(np.int32),
+        kind=okind.astype(np.int8),
+        counts=np.bincount(ev, minlength=len(counts)),
     )
 
 
@@ -228,8 +243,9 @@ def _smear_tracks(px, py, pz, mass2, pt, charge, abs_id, tracked, rng, cfg: Dete
     return tpx, tpy, tpz, tenergy, tcharge, pid, kind
 
 
-def _calorimeter_cells(event, eta, phi, energy, selected, n_events, layer: CalorimeterLayer,
-                       cfg: DetectorConfig, rng):
+def _calorimeter_cells(
+    event, eta, phi, energy, selected, n_events, layer: CalorimeterLayer, cfg: DetectorConfig, rng
+):
     """Merge deposits per cell, smear, apply the threshold; massless cell objects (GeV)."""
     n_eta = int(np.ceil(2 * cfg.calo_abs_eta_max / layer.cell_eta))
     n_phi = layer.n_phi
@@ -238,12 +254,19 @@ def _calorimeter_cells(event, eta, phi, energy, selected, n_events, layer: Calor
     key = (event[selected].astype(np.int64) * n_eta + i_eta) * n_phi + i_phi
     cells, inverse = np.unique(key, return_inverse=True)
     cell_energy = np.bincount(inverse, weights=energy[selected], minlength=len(cells))
-    cell_energy = cell_energy * (1.0 + layer.relative_resolution(cell_energy) * rng.standard_normal(len(cells)))
+    cell_energy = cell_energy * (
+        1.0 + layer.relative_resolution(cell_energy) * rng.standard_normal(len(cells))
+    )
     keep = cell_energy > layer.threshold
     cells, cell_energy = cells[keep], cell_energy[keep]
     cell_event = cells // (n_eta * n_phi)
     cell_eta = -cfg.calo_abs_eta_max + ((cells // n_phi) % n_eta + 0.5) * layer.cell_eta
     cell_phi = -np.pi + (cells % n_phi + 0.5) * (2 * np.pi / n_phi)
     cell_pt = cell_energy / np.cosh(cell_eta)
-    return (cell_event, cell_pt * np.cos(cell_phi), cell_pt * np.sin(cell_phi),
-            cell_pt * np.sinh(cell_eta), cell_energy)
+    return (
+        cell_event,
+        cell_pt * np.cos(cell_phi),
+        cell_pt * np.sin(cell_phi),
+        cell_pt * np.sinh(cell_eta),
+        cell_energy,
+    )

@@ -169,13 +169,14 @@ def jets_from_events(
     mom = final.p
     flat = {k: ak.to_numpy(ak.flatten(getattr(mom, k))) for k in ("px", "py", "pz", "e")}
     ids = ak.to_numpy(ak.flatten(final.id))
-    det = detector.simulate(flat["px"], flat["py"], flat["pz"], flat["e"], ids, charges(ids), counts,
-                            rng, detector_cfg)
-
-    objects = ak.unflatten(
-        ak.zip({"px": det.px, "py": det.py, "pz": det.pz, "E": det.energy}), det.counts
+    det = detector.simulate(
+        flat["px"], flat["py"], flat["pz"], flat["e"], ids, charges(ids), counts, rng, detector_cfg
     )
-    sequence = fastjet.ClusterSequence(objects, fastjet.JetDefinition(fastjet.antikt_algorithm, selection.radius))
+
+    objects = ak.unflatten(ak.zip({"px": det.px, "py": det.py, "pz": det.pz, "E": det.energy}), det.counts)
+    sequence = fastjet.ClusterSequence(
+        objects, fastjet.JetDefinition(fastjet.antikt_algorithm, selection.radius)
+    )
     jets = sequence.inclusive_jets(0.5 * selection.pt_min)
     constituent_index = sequence.constituent_index(0.5 * selection.pt_min)
 
@@ -205,8 +206,13 @@ def jets_from_events(
         return ak.unflatten(values[flat_index], n_const)
 
     part = {
-        "px": per_jet(det.px), "py": per_jet(det.py), "pz": per_jet(det.pz), "energy": per_jet(det.energy),
-        "charge": per_jet(det.charge), "pid": per_jet(det.pid), "kind": per_jet(det.kind),
+        "px": per_jet(det.px),
+        "py": per_jet(det.py),
+        "pz": per_jet(det.pz),
+        "energy": per_jet(det.energy),
+        "charge": per_jet(det.charge),
+        "pid": per_jet(det.pid),
+        "kind": per_jet(det.kind),
     }
     order = ak.argsort(np.hypot(part["px"], part["py"]), axis=1, ascending=False)
     part = {k: v[order] for k, v in part.items()}
@@ -219,7 +225,9 @@ def jets_from_events(
 
 def _jet_columns(part: dict[str, ak.Array]) -> dict[str, np.ndarray | ak.Array]:
     """JetClass-schema columns (``part_*`` jagged, ``jet_*`` scalar) from sorted constituents (GeV)."""
-    jet_px, jet_py, jet_pz, jet_e = (ak.to_numpy(ak.sum(part[k], axis=1)) for k in ("px", "py", "pz", "energy"))
+    jet_px, jet_py, jet_pz, jet_e = (
+        ak.to_numpy(ak.sum(part[k], axis=1)) for k in ("px", "py", "pz", "energy")
+    )
     jet_pt = np.hypot(jet_px, jet_py)
     jet_eta, jet_phi = _eta_phi(jet_px, jet_py, jet_pz)
     jet_mass = np.sqrt(np.maximum(jet_e**2 - jet_px**2 - jet_py**2 - jet_pz**2, 0.0))
@@ -256,8 +264,10 @@ def _top_decay_quarks_inside(prt: ak.Array, jet_eta: ak.Array, jet_phi: ak.Array
     the sign of the mother's id tells which top (t -> W+ b, tbar -> W- bbar) they belong to.
     """
     mother_id = prt.id[prt.mother1]
-    is_decay_quark = (np.abs(prt.status) == 23) & (np.abs(prt.id) <= 5) & (
-        (np.abs(mother_id) == 6) | (np.abs(mother_id) == 24)
+    is_decay_quark = (
+        (np.abs(prt.status) == 23)
+        & (np.abs(prt.id) <= 5)
+        & ((np.abs(mother_id) == 6) | (np.abs(mother_id) == 24))
     )
     quarks = prt[is_decay_quark]
     top_sign = np.sign(mother_id[is_decay_quark])
@@ -290,7 +300,9 @@ def _truth_parton_columns(prt, process: Process, chosen, jet_eta, jet_phi, radiu
 
     def pick(values):
         broadcast = ak.broadcast_arrays(j_eta[:, :, None], values[:, None, :])[1]
-        return ak.to_numpy(ak.flatten(ak.fill_none(ak.firsts(broadcast[nearest], axis=2), 0.0))).astype(np.float64)
+        return ak.to_numpy(ak.flatten(ak.fill_none(ak.firsts(broadcast[nearest], axis=2), 0.0))).astype(
+            np.float64
+        )
 
     found_flat = ak.to_numpy(ak.flatten(found))
     pid = np.where(found_flat, pick(partons.id), 0).astype(np.int32)

@@ -60,8 +60,10 @@ class SampleConfig:
         values = dict(values)
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
-            raise KeyError(f"generate: unknown key(s) {sorted(unknown)}; expected some of "
-                           f"{sorted(cls.__dataclass_fields__)}")
+            raise KeyError(
+                f"generate: unknown key(s) {sorted(unknown)}; expected some of "
+                f"{sorted(cls.__dataclass_fields__)}"
+            )
         for key in ("output_dir", "processes", "classes"):
             if values.get(key) in (None, "", {}, []):
                 raise ValueError(f"generate.{key} must be set")
@@ -78,13 +80,19 @@ class SampleConfig:
             if name not in PROCESSES:
                 raise KeyError(f"generate.processes.{name}: unknown process; known: {sorted(PROCESSES)}")
             if set(spec) - {"n_jets", "label"}:
-                raise KeyError(f"generate.processes.{name}: unknown key(s) {sorted(set(spec) - {'n_jets', 'label'})}"
-                               "; expected n_jets, label")
+                raise KeyError(
+                    f"generate.processes.{name}: unknown key(s) {sorted(set(spec) - {'n_jets', 'label'})}"
+                    "; expected n_jets, label"
+                )
             if not isinstance(spec.get("n_jets"), int) or spec["n_jets"] < 1:
-                raise ValueError(f"generate.processes.{name}.n_jets must be a positive integer, got {spec.get('n_jets')!r}")
+                raise ValueError(
+                    f"generate.processes.{name}.n_jets must be a positive integer, got {spec.get('n_jets')!r}"
+                )
             if spec.get("label") not in self.classes:
-                raise ValueError(f"generate.processes.{name}.label {spec.get('label')!r} is not one of "
-                                 f"generate.classes {list(self.classes)}")
+                raise ValueError(
+                    f"generate.processes.{name}.label {spec.get('label')!r} is not one of "
+                    f"generate.classes {list(self.classes)}"
+                )
         if self.jets_per_file < 1:
             raise ValueError(f"generate.jets_per_file must be positive, got {self.jets_per_file}")
 
@@ -125,11 +133,17 @@ def plan_shards(cfg: SampleConfig) -> list[Shard]:
         for index in range(math.ceil(n_total / cfg.jets_per_file)):
             n = min(cfg.jets_per_file, n_total - index * cfg.jets_per_file)
             state = np.random.SeedSequence([cfg.seed, zlib.crc32(name.encode()), index]).generate_state(2)
-            shards.append(Shard(
-                process=name, index=index, n_jets=n, label=cfg.classes.index(spec["label"]),
-                pythia_seed=int(state[0] % 900_000_000) + 1, detector_seed=int(state[1]),
-                path=str(Path(cfg.output_dir) / f"{name}_{index:03d}.root"),
-            ))
+            shards.append(
+                Shard(
+                    process=name,
+                    index=index,
+                    n_jets=n,
+                    label=cfg.classes.index(spec["label"]),
+                    pythia_seed=int(state[0] % 900_000_000) + 1,
+                    detector_seed=int(state[1]),
+                    path=str(Path(cfg.output_dir) / f"{name}_{index:03d}.root"),
+                )
+            )
     return shards
 
 
@@ -179,8 +193,13 @@ def generate_shard(shard: Shard, cfg: SampleConfig, progress=None) -> ShardRepor
     columns["label"] = np.full(shard.n_jets, shard.label, dtype=np.int32)
     for i, name in enumerate(cfg.classes):
         columns[f"label_{name}"] = np.full(shard.n_jets, i == shard.label, dtype=bool)
-    write_tree(shard.path, TREE, columns, title=f"hepnn {shard.process} jets",
-               metadata={"hepnn_generator": json.dumps({"shard": asdict(shard), "config": cfg.physics_dict()})})
+    write_tree(
+        shard.path,
+        TREE,
+        columns,
+        title=f"hepnn {shard.process} jets",
+        metadata={"hepnn_generator": json.dumps({"shard": asdict(shard), "config": cfg.physics_dict()})},
+    )
     return ShardReport(shard.path, shard.n_jets, n_events, time.perf_counter() - start)
 
 
@@ -218,9 +237,11 @@ class SampleReport:
         if not self.generated:
             return f"reused {len(self.files)} existing file(s); nothing generated"
         cpu = sum(r.seconds for r in self.generated)
-        return (f"generated {self.n_jets} jets in {len(self.generated)} file(s) with {self.workers} worker(s): "
-                f"{self.wall_seconds:.1f} s wall, {self.n_jets / self.wall_seconds:.1f} jets/s in all, "
-                f"{self.n_jets / cpu:.1f} jets/s per worker")
+        return (
+            f"generated {self.n_jets} jets in {len(self.generated)} file(s) with {self.workers} worker(s): "
+            f"{self.wall_seconds:.1f} s wall, {self.n_jets / self.wall_seconds:.1f} jets/s in all, "
+            f"{self.n_jets / cpu:.1f} jets/s per worker"
+        )
 
 
 def check_manifest(cfg: SampleConfig) -> None:
@@ -255,7 +276,9 @@ def generate_sample(cfg: SampleConfig, progress_bar: bool = True) -> SampleRepor
         tmp.write_text(json.dumps(cfg.physics_dict(), indent=2, sort_keys=True))
 
     total = sum(s.n_jets for s in missing)
-    bar = tqdm(total=total, desc=f"generating jets into {cfg.output_dir}", unit="jet", disable=not progress_bar)
+    bar = tqdm(
+        total=total, desc=f"generating jets into {cfg.output_dir}", unit="jet", disable=not progress_bar
+    )
     try:
         if workers == 1:
             reports = [generate_shard(s, cfg, progress=bar.update) for s in missing]
@@ -271,7 +294,9 @@ def generate_sample(cfg: SampleConfig, progress_bar: bool = True) -> SampleRepor
 def _generate_parallel(shards: list[Shard], cfg: SampleConfig, workers: int, bar) -> list[ShardReport]:
     ctx = mp.get_context("spawn")
     progress = ctx.Queue()
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(progress,)) as pool:
+    with cf.ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(progress,)
+    ) as pool:
         futures = {pool.submit(generate_shard, s, cfg): s for s in shards}
         pending = set(futures)
         reports = []
@@ -284,8 +309,9 @@ def _generate_parallel(shards: list[Shard], cfg: SampleConfig, workers: int, bar
                         reports.append(future.result())
                     except Exception as exc:
                         shard = futures[future]
-                        raise RuntimeError(f"generating {shard.path} ({shard.process} shard {shard.index}) failed: "
-                                           f"{exc}") from exc
+                        raise RuntimeError(
+                            f"generating {shard.path} ({shard.process} shard {shard.index}) failed: {exc}"
+                        ) from exc
         except BaseException:
             for future in pending:
                 future.cancel()

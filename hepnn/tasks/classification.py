@@ -72,7 +72,9 @@ class ClassificationTask(L.LightningModule):
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
         k = len(self.classes)
-        auroc = SignalScoreAUROC(self.signal_index) if k == 2 else MulticlassAUROC(num_classes=k, average="macro")
+        auroc = (
+            SignalScoreAUROC(self.signal_index) if k == 2 else MulticlassAUROC(num_classes=k, average="macro")
+        )
         base = MetricCollection({"acc": MulticlassAccuracy(num_classes=k, average="micro"), "auc": auroc})
         self.val_metrics = base.clone(prefix="val/")
         self.test_metrics = base.clone(prefix="test/")
@@ -89,15 +91,23 @@ class ClassificationTask(L.LightningModule):
         try:
             args = [batch[key] for key in self.inputs]
         except KeyError as exc:
-            raise KeyError(f"model.inputs names batch entry {exc.args[0]!r}, but the batch has "
-                           f"{sorted(batch)}") from None
+            raise KeyError(
+                f"model.inputs names batch entry {exc.args[0]!r}, but the batch has {sorted(batch)}"
+            ) from None
         return self.net(*args)
 
     def _step(self, batch: dict, stage: str):
         logits = self(batch)
         loss = F.cross_entropy(logits, batch["label"])
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
-                 batch_size=len(batch["label"]), sync_dist=stage != "train")
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(batch["label"]),
+            sync_dist=stage != "train",
+        )
         return loss, logits.softmax(dim=-1)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -142,7 +152,11 @@ class ClassificationTask(L.LightningModule):
         if len(np.unique(labels)) < 2:
             return
         summary = metrics.classification_summary(
-            self.test_predictions["probabilities"], labels, self.classes, self.signal_class, self.signal_efficiencies
+            self.test_predictions["probabilities"],
+            labels,
+            self.classes,
+            self.signal_class,
+            self.signal_efficiencies,
         )
         self.test_summary = summary
         self.log_dict({f"test/{k}": float(v) for k, v in summary.items() if k.startswith("rej")})
@@ -160,4 +174,7 @@ class ClassificationTask(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
+        }
