@@ -146,3 +146,15 @@ def test_config_errors_name_the_key(tmp_path):
         SampleConfig.from_dict({**base, "processes": {"qcd": {"n_jets": 5, "label": "top"}}})
     with pytest.raises(KeyError, match=r"generate: unknown key\(s\) \['n_events'\]"):
         SampleConfig.from_dict({**base, "n_events": 3})
+
+
+def test_an_interrupted_sample_is_completed_identically(tmp_path):
+    cfg = sample_config(tmp_path, n_jets=10, jets_per_file=5, workers=1, seed=8)
+    generate_sample(cfg, progress_bar=False)
+    victim = tmp_path / "ttbar_001.root"
+    before = uproot.open(victim)["tree"].arrays()
+    victim.unlink()
+    report = generate_sample(cfg, progress_bar=False)
+    assert [r.path for r in report.generated] == [str(victim)]
+    after = uproot.open(victim)["tree"].arrays()
+    assert ak.all(ak.ravel(before.part_px) == ak.ravel(after.part_px))

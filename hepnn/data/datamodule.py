@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import lightning as L
 from torch.utils.data import DataLoader
@@ -80,27 +81,27 @@ class RootDataModule(L.LightningDataModule):
     def classes(self) -> tuple[str, ...]:
         return self.spec.classes
 
-    def _patterns_match(self) -> bool:
-        try:
-            resolve_files(self.files_config)
-        except DataInputError:
-            return False
-        return True
+    def _reads_generated_sample(self, output_dir: str) -> bool:
+        """Whether every ``files`` pattern points into the generator's output directory."""
+        patterns = [self.files_config] if isinstance(self.files_config, str) else list(self.files_config)
+        target = Path(output_dir).expanduser().resolve()
+        return all(Path(str(p)).expanduser().resolve().parent == target for p in patterns)
 
     def prepare_data(self) -> None:
-        """Generate the embedded sample when the config has a ``generate`` section and no file exists."""
-        if self.generate is None or self._patterns_match():
+        """Complete the embedded sample if ``files`` reads the output of the ``generate`` section.
+
+        Shards already on disk are reused (after checking that they were made with the same
+        configuration) and missing ones are generated, so an interrupted generation resumes.
+        """
+        if self.generate is None:
             return
         from hepnn.sim.sample import SampleConfig, generate_sample
 
         sample = SampleConfig.from_dict(self.generate)
-        log.info(
-            "no input file matches data.files=%s; generating the sample into %s",
-            self.files_config,
-            sample.output_dir,
-        )
+        if not self._reads_generated_sample(sample.output_dir):
+            return
         report = generate_sample(sample, progress_bar=self.progress_bar)
-        log.info(report.summary())
+        log.info("data.files=%s: %s", self.files_config, report.summary())
 
     def setup(self, stage: str | None = None) -> None:
         """Check all input files and plan the chunks of every split (before any training starts)."""
