@@ -169,3 +169,28 @@ def test_bad_input_fails_clearly_before_training(jet_sample, tmp_path, overrides
     assert result.returncode != 0
     assert re.search(message, result.stderr + result.stdout), result.stderr[-3000:]
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_two_process_ddp_on_cpu_gathers_every_test_entry_once(jet_sample, tmp_path):
+    run_module(
+        "hepnn.train",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=3",
+        "data.num_workers=1",
+        "data.eval_batch_size=50",
+        f"data.files={jet_sample}/*.root",
+        f"hydra.run.dir={tmp_path}/run",
+        cwd=tmp_path,
+    )
+    predictions = uproot.open(tmp_path / "run" / "predictions" / "test.root")["predictions"].arrays(
+        library="np"
+    )
+    pairs = set(zip(predictions["file_index"].tolist(), predictions["entry"].tolist(), strict=True))
+    assert len(pairs) == len(predictions["entry"]) == 4 * 60
+    assert pairs == {(f, e) for f in range(4) for e in range(340, 400)}
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    rej = metrics.background_rejection(predictions["score_Tbqq"], predictions["label"] == 1, 0.5)
+    assert summary["test/rej50"] == pytest.approx(rej, rel=1e-4)

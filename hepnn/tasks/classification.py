@@ -80,7 +80,6 @@ class ClassificationTask(L.LightningModule):
         self.test_metrics = base.clone(prefix="test/")
         self._test_rows: list[dict[str, np.ndarray]] = []
         self.test_predictions: dict[str, np.ndarray] | None = None
-        self.test_summary: dict[str, float] = {}
 
     @property
     def n_parameters(self) -> int:
@@ -106,7 +105,7 @@ class ClassificationTask(L.LightningModule):
             on_epoch=True,
             prog_bar=True,
             batch_size=len(batch["label"]),
-            sync_dist=stage != "train",
+            sync_dist=True,
         )
         return loss, logits.softmax(dim=-1)
 
@@ -117,10 +116,8 @@ class ClassificationTask(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         _, probabilities = self._step(batch, "val")
         self.val_metrics.update(probabilities, batch["label"])
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), prog_bar=True)
-        self.val_metrics.reset()
+        # logging the metric objects lets Lightning compute, synchronise and reset them per epoch
+        self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
 
     def on_test_epoch_start(self) -> None:
         self._test_rows = []
@@ -129,6 +126,7 @@ class ClassificationTask(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         _, probabilities = self._step(batch, "test")
         self.test_metrics.update(probabilities, batch["label"])
+        self.log_dict(self.test_metrics, on_step=False, on_epoch=True)
         row = {
             "probabilities": probabilities.detach().float().cpu().numpy(),
             "label": batch["label"].cpu().numpy(),
@@ -139,8 +137,6 @@ class ClassificationTask(L.LightningModule):
         self._test_rows.append(row)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
-        self.test_metrics.reset()
         rows = self._gather(self._test_rows)
         self._test_rows = []
         if not rows:
@@ -158,8 +154,9 @@ class ClassificationTask(L.LightningModule):
             self.signal_class,
             self.signal_efficiencies,
         )
-        self.test_summary = summary
-        self.log_dict({f"test/{k}": float(v) for k, v in summary.items() if k.startswith("rej")})
+        # identical on every rank (computed from the gathered predictions): averaging changes nothing
+        rejections = {f"test/{k}": float(v) for k, v in summary.items() if k.startswith("rej")}
+        self.log_dict(rejections, sync_dist=True)
 
     def _gather(self, rows: list[dict]) -> list[dict]:
         """The test rows of every rank (all ranks receive all of them)."""
