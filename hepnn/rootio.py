@@ -28,9 +28,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def _branch_types(columns: Mapping[str, np.ndarray | ak.Array]) -> dict[str, object]:
-    """uproot ``mktree`` branch types; jagged columns sharing a prefix share one counter branch."""
-    types: dict[str, object] = {}
+def _tree_columns(columns: Mapping[str, np.ndarray | ak.Array]) -> dict[str, np.ndarray | ak.Array]:
+    """Columns as uproot writes them: flat arrays as they are, jagged ``<prefix>_<field>`` columns
+    zipped into one record array per prefix (so they share the counter branch ``n<prefix>``)."""
+    out: dict[str, np.ndarray | ak.Array] = {}
     jagged_groups: dict[str, dict[str, ak.Array]] = {}
     for name, values in columns.items():
         if isinstance(values, ak.Array) and values.ndim == 2:
@@ -39,24 +40,15 @@ def _branch_types(columns: Mapping[str, np.ndarray | ak.Array]) -> dict[str, obj
                 raise ValueError(f"jagged column {name!r} needs a 'prefix_field' name to share a counter")
             jagged_groups.setdefault(prefix, {})[field] = values
         else:
-            types[name] = np.asarray(values).dtype
-    for prefix, fields in jagged_groups.items():
-        types[prefix] = ak.zip(fields).type.content
-    return types
-
-
-def _as_extend_dict(columns: Mapping[str, np.ndarray | ak.Array]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    jagged_groups: dict[str, dict[str, ak.Array]] = {}
-    for name, values in columns.items():
-        if isinstance(values, ak.Array) and values.ndim == 2:
-            prefix, _, field = name.partition("_")
-            jagged_groups.setdefault(prefix, {})[field] = values
-        else:
             out[name] = np.asarray(values)
     for prefix, fields in jagged_groups.items():
         out[prefix] = ak.zip(fields)
     return out
+
+
+def _branch_types(columns: Mapping[str, np.ndarray | ak.Array]) -> dict[str, object]:
+    """uproot ``mktree`` branch types of :func:`_tree_columns` output."""
+    return {k: v.type.content if isinstance(v, ak.Array) else v.dtype for k, v in columns.items()}
 
 
 def write_tree(
@@ -80,11 +72,10 @@ def write_tree(
     n = next(iter(lengths.values()), 0)
     with atomic_path(path) as tmp:
         with uproot.recreate(tmp) as out:
-            out.mktree(tree, _branch_types(columns), title=title)
-            for start in range(0, max(n, 1), basket_entries):
-                chunk = {k: v[start : start + basket_entries] for k, v in columns.items()}
-                if n:
-                    out[tree].extend(_as_extend_dict(chunk))
+            grouped = _tree_columns(columns)
+            out.mktree(tree, _branch_types(grouped), title=title)
+            for start in range(0, n, basket_entries):
+                out[tree].extend({k: v[start : start + basket_entries] for k, v in grouped.items()})
             for key, text in (metadata or {}).items():
                 out[key] = text
     return Path(path)
