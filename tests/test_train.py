@@ -194,3 +194,28 @@ def test_two_process_ddp_on_cpu_gathers_every_test_entry_once(jet_sample, tmp_pa
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     rej = metrics.background_rejection(predictions["score_Tbqq"], predictions["label"] == 1, 0.5)
     assert summary["test/rej50"] == pytest.approx(rej, rel=1e-4)
+
+
+def test_predict_step_reproduces_the_written_test_scores(trained, jet_sample):
+    import hydra
+    import lightning as L
+
+    out, summary = trained
+    cfg = compose_train(f"data.files={jet_sample}/*.root", "data.num_workers=0", f"paths.output_dir={out}")
+    model = hydra.utils.instantiate(cfg.model, _convert_="all")
+    checkpoint = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)
+    model.load_state_dict(checkpoint["state_dict"])
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    batches = trainer.predict(model, datamodule=datamodule)
+    predicted = {
+        (int(f), int(e)): float(p[1])
+        for b in batches
+        for f, e, p in zip(b["file_index"], b["entry"], b["probabilities"], strict=True)
+    }
+    written = uproot.open(summary["predictions"])["predictions"].arrays(library="np")
+    assert len(predicted) == len(written["entry"])
+    for f, e, score in zip(written["file_index"], written["entry"], written["score_Tbqq"], strict=True):
+        assert predicted[(int(f), int(e))] == pytest.approx(float(score), abs=1e-6)

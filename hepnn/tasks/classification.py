@@ -119,6 +119,14 @@ class ClassificationTask(L.LightningModule):
         # logging the metric objects lets Lightning compute, synchronise and reset them per epoch
         self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
 
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Class probabilities with the provenance (``file_index``, ``entry``) of every entry."""
+        return {
+            "probabilities": self(batch).softmax(dim=-1),
+            "file_index": batch["file_index"],
+            "entry": batch["entry"],
+        }
+
     def on_test_epoch_start(self) -> None:
         self._test_rows = []
         self.test_predictions = None
