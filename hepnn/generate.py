@@ -15,12 +15,13 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="generate")
 def main(cfg: DictConfig) -> None:
+    from hepnn.errors import report_input_errors
     from hepnn.sim.sample import SampleConfig, generate_sample
 
-    sample = SampleConfig.from_dict(OmegaConf.to_container(cfg.generate, resolve=True))
-    report = generate_sample(sample, progress_bar=cfg.progress_bar)
-    print(report.summary())
-    print(f"files: {sample.output_dir}")
+    with report_input_errors():
+        sample = SampleConfig.from_dict(OmegaConf.to_container(cfg.generate, resolve=True))
+        report = generate_sample(sample, progress_bar=cfg.progress_bar)
+    print(f"{report.summary()}\nfiles: {sample.output_dir}")
 
 
 if __name__ == "__main__":

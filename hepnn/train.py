@@ -12,9 +12,11 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from hepnn.errors import report_input_errors
     from hepnn.training import train
 
-    summary = train(cfg)
+    with report_input_errors():
+        summary = train(cfg)
     return summary.get("test/auc")
 
 

@@ -14,6 +14,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from hepnn.callbacks import RootPredictionWriter
+from hepnn.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def check_ckpt_path(ckpt_path: str | None) -> str | None:
         return None
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path: checkpoint {ckpt_path} does not exist")
+        raise ConfigError(f"ckpt_path: checkpoint {ckpt_path} does not exist")
     return str(path.resolve())
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import uproot
 
+from hepnn.errors import ConfigError
 from hepnn.sim.sample import SampleConfig, check_manifest, generate_sample, plan_shards
 from tests.conftest import sample_config
 
@@ -130,7 +131,7 @@ def test_rerun_reuses_files_and_refuses_a_different_configuration(tmp_path):
     assert again.generated == [] and "reused 2" in again.summary()
     assert json.loads((tmp_path / "manifest.json").read_text())["seed"] == 3
     changed = sample_config(tmp_path, n_jets=10, jets_per_file=10, workers=1, seed=4)
-    with pytest.raises(ValueError, match=r"different configuration \(differing keys: generate.seed\)"):
+    with pytest.raises(ConfigError, match=r"different configuration \(differing keys: generate.seed\)"):
         check_manifest(changed)
 
 
@@ -140,11 +141,11 @@ def test_config_errors_name_the_key(tmp_path):
         "classes": ["QCD", "Tbqq"],
         "processes": {"qcd": {"n_jets": 5, "label": "QCD"}},
     }
-    with pytest.raises(KeyError, match=r"generate\.processes\.zprime: unknown process"):
+    with pytest.raises(ConfigError, match=r"generate\.processes\.zprime: unknown process"):
         SampleConfig.from_dict({**base, "processes": {"zprime": {"n_jets": 5, "label": "QCD"}}})
-    with pytest.raises(ValueError, match=r"generate\.processes\.qcd\.label 'top' is not one of"):
+    with pytest.raises(ConfigError, match=r"generate\.processes\.qcd\.label 'top' is not one of"):
         SampleConfig.from_dict({**base, "processes": {"qcd": {"n_jets": 5, "label": "top"}}})
-    with pytest.raises(KeyError, match=r"generate: unknown key\(s\) \['n_events'\]"):
+    with pytest.raises(ConfigError, match=r"generate: unknown key\(s\) \['n_events'\]"):
         SampleConfig.from_dict({**base, "n_events": 3})
 
 

@@ -160,6 +160,7 @@ def test_other_loggers_record_metrics(jet_sample, tmp_path, logger, produced):
         (["data.tree=Events"], "no tree 'Events' \\(data.tree\\); trees in this file: \\['tree'\\]"),
         (["data.observers=[jet_pt,jet_sdmass]"], "has no branch 'jet_sdmass'"),
         (["nonexistent_key=3"], "Key 'nonexistent_key' is not in struct"),
+        (["data.split.train=0.9"], r"hepnn: error: data.split fractions must be non-negative and sum to 1"),
     ],
 )
 def test_bad_input_fails_clearly_before_training(jet_sample, tmp_path, overrides, message):
@@ -219,3 +220,17 @@ def test_predict_step_reproduces_the_written_test_scores(trained, jet_sample):
     assert len(predicted) == len(written["entry"])
     for f, e, score in zip(written["file_index"], written["entry"], written["score_Tbqq"], strict=True):
         assert predicted[(int(f), int(e))] == pytest.approx(float(score), abs=1e-6)
+
+
+def test_input_errors_reach_the_user_as_one_line(jet_sample, tmp_path):
+    result = run_module(
+        "hepnn.train",
+        "data.tree=Events",
+        f"data.files={jet_sample}/*.root",
+        f"hydra.run.dir={tmp_path}/run",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("hepnn: error: ")
+    assert "Traceback" not in result.stderr

@@ -26,6 +26,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from hepnn.data.preprocess import preprocess_chunk
 from hepnn.data.source import Chunk, DataInputError, open_tree
 from hepnn.data.spec import DataSpec
+from hepnn.errors import ConfigError
 
 
 def distributed_rank_and_size() -> tuple[int, int]:
@@ -116,7 +117,7 @@ class ChunkedRootDataset(IterableDataset):
     ):
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"data.batch_size must be positive, got {batch_size}")
+            raise ConfigError(f"data.batch_size must be positive, got {batch_size}")
         self.spec = spec
         self.chunks = list(chunks)
         self.batch_size = batch_size

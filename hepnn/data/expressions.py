@@ -18,6 +18,8 @@ from collections.abc import Callable
 import awkward as ak
 import numpy as np
 
+from hepnn.errors import ConfigError
+
 FUNCTIONS: dict[str, Callable] = {
     **{
         f"np.{name}": getattr(np, name)
@@ -116,7 +118,7 @@ _COMPARE = {
 _BOOL = {ast.And: np.logical_and, ast.Or: np.logical_or}
 
 
-class ExpressionError(ValueError):
+class ExpressionError(ConfigError):
     """An expression in a data config is malformed, not allowed, or refers to an unknown name."""
 
 

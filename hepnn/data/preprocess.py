@@ -13,9 +13,10 @@ import numpy as np
 
 from hepnn.data.expressions import ExpressionError, VariableResolver
 from hepnn.data.spec import DataSpec, InputGroup
+from hepnn.errors import InputError
 
 
-class DataValueError(ValueError):
+class DataValueError(InputError):
     """Input values violate what the spec expects (non-finite, not one-hot, wrong shape)."""
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import uproot
 
 from hepnn.data.spec import DataSpec
+from hepnn.errors import ConfigError, InputError
 
 
-class DataInputError(ValueError):
+class DataInputError(InputError):
     """An input file, tree or branch is missing or unreadable."""
 
 
@@ -131,7 +132,7 @@ def inspect_files(paths: Sequence[str], spec: DataSpec) -> list[InputFile]:
 def plan_chunks(files: Sequence[InputFile], spec: DataSpec, split: str, chunk_size: int) -> list[Chunk]:
     """Chunks of at most ``chunk_size`` entries covering the ``split`` range of every file once."""
     if chunk_size < 1:
-        raise ValueError(f"data.chunk_size must be positive, got {chunk_size}")
+        raise ConfigError(f"data.chunk_size must be positive, got {chunk_size}")
     chunks = []
     for f in files:
         start, stop = spec.split.ranges(f.n_entries)[split]

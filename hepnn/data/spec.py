@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hepnn.data.expressions import Expression, required_branches
+from hepnn.errors import ConfigError
 
 
-class DataConfigError(ValueError):
+class DataConfigError(ConfigError):
     """The data configuration is inconsistent or incomplete."""
 
 

@@ -56,6 +56,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hepnn.errors import ConfigError
+
 KIND_CHARGED_HADRON = 0
 KIND_ELECTRON = 1
 KIND_MUON = 2
@@ -114,7 +116,7 @@ class DetectorConfig:
         values = dict(values or {})
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
-            raise KeyError(
+            raise ConfigError(
                 f"generate.detector: unknown key(s) {sorted(unknown)}; "
                 f"expected some of {sorted(cls.__dataclass_fields__)}"
             )

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hepnn.errors import ConfigError
 from hepnn.rootio import atomic_path, write_tree
 
 log = logging.getLogger(__name__)
@@ -60,13 +61,13 @@ class SampleConfig:
         values = dict(values)
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
-            raise KeyError(
+            raise ConfigError(
                 f"generate: unknown key(s) {sorted(unknown)}; expected some of "
                 f"{sorted(cls.__dataclass_fields__)}"
             )
         for key in ("output_dir", "processes", "classes"):
             if values.get(key) in (None, "", {}, []):
-                raise ValueError(f"generate.{key} must be set")
+                raise ConfigError(f"generate.{key} must be set")
         values["classes"] = tuple(values["classes"])
         values["processes"] = {name: dict(spec) for name, spec in dict(values["processes"]).items()}
         cfg = cls(**values)
@@ -78,29 +79,29 @@ class SampleConfig:
 
         for name, spec in self.processes.items():
             if name not in PROCESSES:
-                raise KeyError(f"generate.processes.{name}: unknown process; known: {sorted(PROCESSES)}")
+                raise ConfigError(f"generate.processes.{name}: unknown process; known: {sorted(PROCESSES)}")
             if set(spec) - {"n_jets", "label"}:
-                raise KeyError(
+                raise ConfigError(
                     f"generate.processes.{name}: unknown key(s) {sorted(set(spec) - {'n_jets', 'label'})}"
                     "; expected n_jets, label"
                 )
             if not isinstance(spec.get("n_jets"), int) or spec["n_jets"] < 1:
-                raise ValueError(
+                raise ConfigError(
                     f"generate.processes.{name}.n_jets must be a positive integer, got {spec.get('n_jets')!r}"
                 )
             if spec.get("label") not in self.classes:
-                raise ValueError(
+                raise ConfigError(
                     f"generate.processes.{name}.label {spec.get('label')!r} is not one of "
                     f"generate.classes {list(self.classes)}"
                 )
         if self.jets_per_file < 1:
-            raise ValueError(f"generate.jets_per_file must be positive, got {self.jets_per_file}")
+            raise ConfigError(f"generate.jets_per_file must be positive, got {self.jets_per_file}")
 
     def n_workers(self) -> int:
         if self.workers == "auto":
             return len(os.sched_getaffinity(0))
         if not isinstance(self.workers, int) or self.workers < 1:
-            raise ValueError(f"generate.workers must be 'auto' or a positive integer, got {self.workers!r}")
+            raise ConfigError(f"generate.workers must be 'auto' or a positive integer, got {self.workers!r}")
         return self.workers
 
     def physics_dict(self) -> dict[str, object]:
@@ -253,7 +254,7 @@ def check_manifest(cfg: SampleConfig) -> None:
     wanted = cfg.physics_dict()
     if existing != wanted:
         differing = sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
-        raise ValueError(
+        raise ConfigError(
             f"{cfg.output_dir} holds a sample generated with a different configuration "
             f"(differing keys: {', '.join('generate.' + k for k in differing)}); "
             "remove that directory or choose another generate.output_dir"

@@ -24,6 +24,7 @@ from torchmetrics.classification import (
 )
 
 from hepnn import metrics
+from hepnn.errors import ConfigError
 from hepnn.nets.blocks import count_parameters
 
 
@@ -65,7 +66,7 @@ class ClassificationTask(L.LightningModule):
             raise ValueError(f"classification needs at least two classes, got {self.classes}")
         self.signal_class = signal_class or self.classes[-1]
         if self.signal_class not in self.classes:
-            raise ValueError(f"model.signal_class {self.signal_class!r} is not one of {self.classes}")
+            raise ConfigError(f"model.signal_class {self.signal_class!r} is not one of {self.classes}")
         self.signal_index = self.classes.index(self.signal_class)
         self.signal_efficiencies = tuple(signal_efficiencies)
         self.optimizer_factory = optimizer
