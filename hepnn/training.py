@@ -43,7 +43,7 @@ def check_ckpt_path(ckpt_path: str | None) -> str | None:
 
 
 def quiet_known_noise() -> None:
-    """Route Lightning's log lines through the root logger only, and drop one inapplicable warning.
+    """Route Lightning's log lines through the root logger only; drop two warnings not meant for users.
 
     The ``lightning`` package adds its own console handler and also propagates to the root
     logger, which Hydra has configured (console and the run's log file): every line would be
