@@ -74,6 +74,7 @@ class RootDataModule(L.LightningDataModule):
         self.seed = seed
         self.generate = dict(generate) if generate else None
         self.progress_bar = progress_bar
+        self._sample_checked = False
         self.files: list[InputFile] = []
         self.datasets: dict[str, ChunkedRootDataset] = {}
 
@@ -93,7 +94,7 @@ class RootDataModule(L.LightningDataModule):
         Shards already on disk are reused (after checking that they were made with the same
         configuration) and missing ones are generated, so an interrupted generation resumes.
         """
-        if self.generate is None:
+        if self.generate is None or self._sample_checked:
             return
         from hepnn.sim.sample import SampleConfig, generate_sample
 
@@ -101,6 +102,7 @@ class RootDataModule(L.LightningDataModule):
         if not self._reads_generated_sample(sample.output_dir):
             return
         report = generate_sample(sample, progress_bar=self.progress_bar)
+        self._sample_checked = True  # fit and test both call prepare_data: check the sample once
         log.info("data.files=%s: %s", self.files_config, report.summary())
 
     def setup(self, stage: str | None = None) -> None:

@@ -6,6 +6,7 @@ the config key (``data.inputs.particles.features.part_pt_log.scale``) and what w
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,19 +74,13 @@ class DataSpec:
     selection: Expression | None = None
     split: Split = field(default_factory=Split)
 
-    @property
-    def branches(self) -> set[str]:
+    @functools.cached_property
+    def branches(self) -> frozenset[str]:
         """The branches that must be read from disk (only those some expression needs)."""
         names = {f.name for g in self.inputs for f in g.features} | set(self.observers)
         for expression in [*self.labels.values(), *([self.selection] if self.selection else [])]:
             names |= expression.names
-        return required_branches(names, self.variables)
-
-    def group(self, name: str) -> InputGroup:
-        for group in self.inputs:
-            if group.name == name:
-                return group
-        raise KeyError(f"data.inputs has no group {name!r}; groups: {[g.name for g in self.inputs]}")
+        return frozenset(required_branches(names, self.variables))
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> DataSpec:
