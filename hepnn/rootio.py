@@ -59,19 +59,22 @@ def write_tree(
     title: str = "",
     metadata: Mapping[str, str] | None = None,
     basket_entries: int = 100_000,
+    compression: uproot.compression.Compression | None = None,
 ) -> Path:
     """Write ``columns`` (equal-length flat or jagged arrays) as a TTree, atomically.
 
     Jagged columns named ``<prefix>_<field>`` become ``<prefix>_<field>`` branches with a shared
     counter ``n<prefix>`` (e.g. ``part_px`` with ``npart``), as in the JetClass files.
-    ``metadata`` strings are stored as ``TObjString`` objects next to the tree.
+    ``metadata`` strings are stored as ``TObjString`` objects next to the tree. Every
+    ``basket_entries`` entries start a new basket (cluster), compressed with ``compression``
+    (default ZLIB level 1).
     """
     lengths = {name: len(values) for name, values in columns.items()}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"columns for tree {tree!r} in {path} have different lengths: {lengths}")
     n = next(iter(lengths.values()), 0)
     with atomic_path(path) as tmp:
-        with uproot.recreate(tmp) as out:
+        with uproot.recreate(tmp, compression=compression or uproot.ZLIB(1)) as out:
             grouped = _tree_columns(columns)
             out.mktree(tree, _branch_types(grouped), title=title)
             for start in range(0, n, basket_entries):

@@ -88,6 +88,8 @@ def train(cfg: DictConfig) -> dict:
     writer = next((c for c in trainer.callbacks if isinstance(c, RootPredictionWriter)), None)
     summary = {
         **{k: _as_float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")},
+        **{k: _as_float(v) for k, v in trainer.callback_metrics.items() if k.endswith("/nonfinite_replaced")},
+        **(datamodule.summary() if hasattr(datamodule, "summary") else {}),
         "parameters": model.n_parameters,
         "epochs": trainer.current_epoch,
         "wall_seconds": round(time.perf_counter() - start, 1),
@@ -121,6 +123,9 @@ def format_summary(summary: dict) -> str:
         ("1/eps_B at eps_S = 0.3", summary.get("test/rej30")),
         ("1/eps_B at eps_S = 0.5", summary.get("test/rej50")),
         ("test loss", summary.get("test/loss")),
+        ("input files", summary.get("data/files")),
+        ("unreadable files skipped", summary.get("data/skipped_files")),
+        ("NaN/inf values replaced (test)", summary.get("test/nonfinite_replaced")),
         ("trainable parameters", summary.get("parameters")),
         ("epochs trained", summary.get("epochs")),
         ("wall time [s]", f"{summary['wall_seconds']:.0f}"),

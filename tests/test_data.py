@@ -8,9 +8,8 @@ import uproot
 from hydra.errors import InstantiationException
 
 from hepnn.data import dataset as dataset_module
-from hepnn.data.dataset import deal_entries
 from hepnn.data.preprocess import DataValueError
-from hepnn.data.source import Chunk, DataInputError
+from hepnn.data.source import DataInputError
 from tests.conftest import make_datamodule
 
 
@@ -55,36 +54,43 @@ def test_only_needed_branches_are_read(datamodule):
     assert not {"part_pz", "part_charge", "part_pid", "label"} & branches
 
 
-def test_deal_entries_is_exact_and_balanced():
-    chunks = [Chunk(0, "a", 0, 70), Chunk(1, "b", 10, 45), Chunk(0, "a", 70, 71), Chunk(2, "c", 0, 200)]
-    entries = [(c.path, e) for c in chunks for e in range(c.start, c.stop)]
-    for parts in (1, 2, 3, 7, 400):
-        pieces = deal_entries(chunks, parts)
-        dealt = [(c.path, e) for piece in pieces for c in piece for e in range(c.start, c.stop)]
-        assert dealt == entries
-        sizes = [sum(c.n_entries for c in piece) for piece in pieces]
-        assert max(sizes) - min(sizes) <= 1
-
-
-@pytest.mark.parametrize(("world", "workers"), [(1, 0), (1, 2), (2, 2), (3, 1)])
-def test_each_entry_seen_exactly_once_per_epoch(jet_sample, monkeypatch, world, workers):
+@pytest.mark.parametrize(
+    ("world", "workers", "selection"),
+    [(1, 0, None), (1, 2, None), (2, 2, None), (3, 1, None), (2, 2, "'jet_mass > 100'")],
+)
+def test_each_entry_seen_exactly_once_per_epoch(jet_sample, monkeypatch, world, workers, selection):
     dm = make_datamodule(
-        f"{jet_sample}/*.root", num_workers=workers, chunk_size=100, batch_size=50, buffer_size=200
+        f"{jet_sample}/*.root",
+        num_workers=workers,
+        chunk_size=100,
+        batch_size=50,
+        buffer_size=200,
+        selection=selection or "null",
     )
     dm.setup()
-    expected = {(c.file_index, e) for c in dm.datasets["train"].chunks for e in range(c.start, c.stop)}
+    expected = set()
+    for c in dm.datasets["train"].chunks:
+        masses = uproot.open(c.path)["tree"]["jet_mass"].array(
+            entry_start=c.start, entry_stop=c.stop, library="np"
+        )
+        expected |= {
+            (c.file_index, c.start + i) for i in range(c.n_entries) if selection is None or masses[i] > 100
+        }
     orders = []
     for epoch in range(2):
         dm.datasets["train"].set_epoch(epoch)
         seen = []
+        n_batches = []
         for rank in range(world):
             monkeypatch.setattr(dataset_module, "distributed_rank_and_size", lambda r=rank: (r, world))
             loader = dm._loader("train")
             batches = list(loader)
             assert len(batches) == len(loader)  # the advertised length is right
+            n_batches.append(len(batches))
             seen += [
                 (int(f), int(e)) for b in batches for f, e in zip(b["file_index"], b["entry"], strict=True)
             ]
+        assert len(set(n_batches)) == 1, n_batches  # every rank runs the same number of steps
         assert len(seen) == len(set(seen)) == len(expected)
         assert set(seen) == expected
         orders.append(seen)
@@ -108,9 +114,8 @@ def test_selection_filters_entries(jet_sample):
     batches = list(dm.test_dataloader())
     masses = torch.cat([b["observers"]["jet_mass"] for b in batches])
     assert len(masses) > 0 and torch.all(masses > 120)
-    assert len(masses) < dm.datasets["test"].n_entries
-    with pytest.raises(TypeError, match="unknown before reading"):
-        len(dm.datasets["test"])
+    assert len(masses) == dm.datasets["test"].n_entries < sum(c.n_entries for c in dm.datasets["test"].chunks)
+    assert len(batches) == len(dm.test_dataloader())  # counted before reading, for progress bars
 
 
 def test_missing_files_are_named(tmp_path):
@@ -150,7 +155,8 @@ def test_labels_must_be_one_hot(jet_sample):
     dm.setup()
     # QCD files make both classes true, top files none: either way the first test chunk fails
     expected = (
-        r"labels are not exactly one-hot in 60 entries; entry 340 is true for (no class|\['QCD', 'Tbqq'\])"
+        r"labels are not exactly one-hot in 60 entries, first at entry 340, which is true for "
+        r"(no class|\['QCD', 'Tbqq'\])"
     )
     with pytest.raises(DataValueError, match=expected):
         next(iter(dm.test_dataloader()))

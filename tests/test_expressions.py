@@ -5,15 +5,53 @@ import numpy as np
 import pytest
 
 from hepnn.data.expressions import Expression, ExpressionError, VariableResolver, required_branches
+from hepnn.data.jagged import as_awkward
 
 
 def test_arithmetic_functions_and_names():
     arrays = ak.Array({"part_px": [[3.0, 0.0], [1.0]], "part_py": [[4.0, 2.0], [0.0]], "jet_pt": [10.0, 2.0]})
     expression = Expression("np.log(np.hypot(part_px, part_py) / jet_pt)", "data.variables.x")
     assert expression.names == {"part_px", "part_py", "jet_pt"}
-    result = expression.evaluate(VariableResolver(arrays, {}))
+    result = as_awkward(expression.evaluate(VariableResolver(arrays, {})))
     np.testing.assert_allclose(ak.to_numpy(ak.flatten(result)), np.log([0.5, 0.2, 0.5]))
     assert ak.num(result).tolist() == [2, 1]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "np.log(np.hypot(px, py) / jet_pt) * 2 - 1",
+        "np.where(px > 1, px, -py)",
+        "ak.sum(px * py, axis=1) / jet_pt",
+        "(px > 0.5) & (py < 3)",
+        "px / ak.firsts(py)",
+        "np.arctan2(py, px) + other",
+    ],
+)
+def test_flat_jagged_fast_path_agrees_with_awkward(text):
+    """Expressions on the flat fast path give exactly what plain awkward arrays give."""
+    arrays = ak.Array(
+        {
+            "px": [[3.0, 0.0, 1.5], [], [1.0, 2.0]],
+            "py": [[4.0, 2.0, 0.5], [], [0.25, 8.0]],
+            "jet_pt": [10.0, 2.0, 4.0],
+            "other": [[1.0], [], [2.0, 3.0]],
+        }
+    )
+    expression = Expression(text, "data.variables.x")
+    if text.endswith("+ other"):  # lists of different lengths cannot be combined
+        with pytest.raises(ValueError):
+            expression.evaluate(VariableResolver(arrays, {}))
+        return
+    fast = as_awkward(expression.evaluate(VariableResolver(arrays, {})))
+    assert ak.to_list(fast) == ak.to_list(expression.evaluate(lambda name: arrays[name]))
+
+
+def test_clip_acts_per_element_of_lists():
+    """np.clip, which awkward cannot apply to lists, works element by element on the fast path."""
+    arrays = ak.Array({"px": [[3.0, 0.0, 1.5], [], [1.0, 2.0]], "jet_pt": [10.0, 2.0, 4.0]})
+    result = Expression("np.clip(px, 0.5, 2.0) * jet_pt", "k").evaluate(VariableResolver(arrays, {}))
+    assert ak.to_list(as_awkward(result)) == [[20.0, 5.0, 15.0], [], [4.0, 8.0]]
 
 
 def test_comparisons_boolean_logic_and_keywords():

@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from hepnn import metrics
+from hepnn.data.spec import DataSpec
 from hepnn.training import train
 from tests.conftest import compose_train, run_module
 
@@ -54,6 +55,22 @@ def test_run_directory_holds_config_checkpoints_logs_and_predictions(trained):
     assert summary["best_checkpoint"].startswith(str(out / "checkpoints"))
     assert (out / "csv" / "metrics.csv").is_file()
     assert json.loads((out / "summary.json").read_text())["test/auc"] == pytest.approx(summary["test/auc"])
+    assert summary["data/files"] == 4 and summary["data/skipped_files"] == 0
+    assert summary["data/train_entries"] + summary["data/val_entries"] + summary["data/test_entries"] == 1600
+
+
+def test_checkpoint_stores_the_resolved_data_spec(trained):
+    """The data spec, standardisation included, is in the checkpoint as plain data."""
+    out, _ = trained
+    checkpoint = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    spec = checkpoint["RootDataModule"]["spec"]
+    assert spec["inputs"]["particles"]["features"]["part_pt_log"] == {
+        "center": 1.2,
+        "scale": 1.5,
+        "clip": [-5.0, 5.0],
+    }
+    assert spec["labels"] == {"QCD": "label_QCD", "Tbqq": "label_Tbqq"}
+    assert DataSpec.from_config(spec).to_config() == spec
 
 
 def test_predictions_align_with_the_input_entries(trained, jet_sample):

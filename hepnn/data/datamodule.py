@@ -1,8 +1,10 @@
 """LightningDataModule over ROOT files described by a declarative data config.
 
 ``prepare_data`` generates the embedded sample if the config says how and no file is there
-yet; ``setup`` checks every file (tree, branches) before any training starts and plans the
-chunks of the train/val/test splits.
+yet, and computes (and caches) automatic standardisation once per node; ``setup`` checks every
+file (tree, branches) before any training starts, counts the entries the selection keeps, and
+plans the chunks of the train/val/test splits. ``state_dict`` stores the resolved data spec
+(standardisation included) in checkpoints as plain data.
 """
 
 from __future__ import annotations
@@ -12,59 +14,84 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
-from torch.utils.data import DataLoader
 
+from hepnn.data.cache import ChunkCache, cache_directory
 from hepnn.data.dataset import ChunkedRootDataset
-from hepnn.data.source import DataInputError, InputFile, inspect_files, plan_chunks, resolve_files
-from hepnn.data.spec import DataSpec
+from hepnn.data.loader import BatchLoader
+from hepnn.data.source import (
+    DataInputError,
+    InputFile,
+    count_selected,
+    inspect_files,
+    plan_chunks,
+    resolve_files,
+)
+from hepnn.data.spec import DataConfigError, DataSpec
+from hepnn.data.standardize import resolve_standardization
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+SPEC_KEYS = (
+    "tree",
+    "variables",
+    "inputs",
+    "labels",
+    "targets",
+    "weights",
+    "observers",
+    "selection",
+    "split",
+    "standardize",
+    "nonfinite",
+    "nonfinite_value",
+)
 
 
 class RootDataModule(L.LightningDataModule):
-    """Train/val/test batches from ROOT TTrees.
+    """Train/val/test batches from ROOT TTrees or RNTuples.
 
-    ``files`` is a path, glob or list of them; ``generate`` (optional) is a
-    :class:`hepnn.sim.sample.SampleConfig` mapping used to create the files when none exist.
-    The remaining keys form the :class:`~hepnn.data.spec.DataSpec` (tree, variables, inputs,
-    labels, observers, selection, split).
+    ``files`` is a path, glob, URL or list of them (split into train/val/test by entry ranges of
+    every file, ``split``), or a mapping ``{train: ..., val: ..., test: ...}`` of per-split
+    files. ``generate`` (optional) is a :class:`hepnn.sim.sample.SampleConfig` mapping used to
+    create the files when none exist. The keys in :data:`SPEC_KEYS` form the
+    :class:`~hepnn.data.spec.DataSpec`. ``cache`` (null, memory, disk) keeps preprocessed
+    chunks for later epochs; ``cache_dir`` also holds automatic standardisation. ``on_bad_file``
+    (error, skip) says what an unreadable input file does.
     """
 
     def __init__(
         self,
-        files: str | Sequence[str],
+        files: str | Sequence[str] | Mapping,
         tree: str,
         inputs: Mapping,
-        labels: Mapping,
+        labels: Mapping | None = None,
         variables: Mapping | None = None,
+        targets: Mapping | None = None,
+        weights: str | None = None,
         observers: Sequence[str] = (),
         selection: str | None = None,
         split: Mapping | None = None,
+        standardize: Mapping | None = None,
+        nonfinite: str = "error",
+        nonfinite_value: float = 0.0,
         batch_size: int = 512,
         eval_batch_size: int | None = None,
-        chunk_size: int = 2048,
+        chunk_size: int = 10_000,
         buffer_size: int = 8192,
         num_workers: int = 0,
         pin_memory: bool = False,
         seed: int = 0,
         generate: Mapping | None = None,
         progress_bar: bool = True,
+        cache: str | None = None,
+        cache_dir: str | None = None,
+        on_bad_file: str = "error",
     ):
         super().__init__()
         self.files_config = files
-        self.spec = DataSpec.from_config(
-            {
-                "tree": tree,
-                "inputs": inputs,
-                "labels": labels,
-                "variables": variables,
-                "observers": observers,
-                "selection": selection,
-                "split": split,
-            }
-        )
+        values = locals()
+        self.spec = DataSpec.from_config({key: values[key] for key in SPEC_KEYS})
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.chunk_size = chunk_size
@@ -74,45 +101,104 @@ class RootDataModule(L.LightningDataModule):
         self.seed = seed
         self.generate = dict(generate) if generate else None
         self.progress_bar = progress_bar
+        self.cache_dir = cache_dir
+        self.on_bad_file = on_bad_file
+        self.chunk_cache_dir = None
+        self._cache_mode = cache
+        cache_directory(cache, cache_dir, self.spec)  # check the setting early
         self._sample_checked = False
+        self._restored_spec: DataSpec | None = None
         self.files: list[InputFile] = []
+        self.skipped_files: list[str] = []
+        self.split_files: dict[str, list[InputFile]] = {}
         self.datasets: dict[str, ChunkedRootDataset] = {}
 
     @property
     def classes(self) -> tuple[str, ...]:
         return self.spec.classes
 
+    @property
+    def per_split_files(self) -> bool:
+        return isinstance(self.files_config, Mapping)
+
+    def _patterns(self) -> list[str]:
+        if self.per_split_files:
+            return [str(p) for v in self.files_config.values() for p in ([v] if isinstance(v, str) else v)]
+        return (
+            [self.files_config] if isinstance(self.files_config, str) else [str(p) for p in self.files_config]
+        )
+
     def _reads_generated_sample(self, output_dir: str) -> bool:
         """Whether every ``files`` pattern points into the generator's output directory."""
-        patterns = [self.files_config] if isinstance(self.files_config, str) else list(self.files_config)
         target = Path(output_dir).expanduser().resolve()
-        return all(Path(str(p)).expanduser().resolve().parent == target for p in patterns)
+        return all(Path(p).expanduser().resolve().parent == target for p in self._patterns())
 
     def prepare_data(self) -> None:
-        """Complete the embedded sample if ``files`` reads the output of the ``generate`` section.
+        """Complete the embedded sample if ``files`` reads the output of the ``generate`` section,
+        and compute the automatic standardisation (cached in ``cache_dir``) once per node.
 
         Shards already on disk are reused (after checking that they were made with the same
         configuration) and missing ones are generated, so an interrupted generation resumes.
         """
-        if self.generate is None or self._sample_checked:
+        if self._sample_checked:
             return
-        from hepnn.sim.sample import SampleConfig, generate_sample
+        if self.generate is not None:
+            from hepnn.sim.sample import SampleConfig, generate_sample
 
-        sample = SampleConfig.from_dict(self.generate)
-        if not self._reads_generated_sample(sample.output_dir):
+            sample = SampleConfig.from_dict(self.generate)
+            if self._reads_generated_sample(sample.output_dir):
+                report = generate_sample(sample, progress_bar=self.progress_bar)
+                log.info("data.files=%s: %s", self.files_config, report.summary())
+        self._sample_checked = True  # fit and test both call prepare_data: do this once
+        if self.spec.automatic_features and self.cache_dir:
+            self._inspect()
+            self._standardize()
+
+    def _inspect(self) -> None:
+        """Resolve the file patterns of every split and check each distinct file once."""
+        if self.files:
             return
-        report = generate_sample(sample, progress_bar=self.progress_bar)
-        self._sample_checked = True  # fit and test both call prepare_data: check the sample once
-        log.info("data.files=%s: %s", self.files_config, report.summary())
+        if self.per_split_files:
+            unknown = set(self.files_config) - set(SPLITS)
+            if unknown or "train" not in self.files_config:
+                raise DataConfigError(
+                    f"data.files as a mapping needs per-split keys train (required), val, test; "
+                    f"got {sorted(self.files_config)}"
+                )
+            patterns = {s: self.files_config.get(s) for s in SPLITS}
+            paths = {s: resolve_files(p, f"data.files.{s}") if p else [] for s, p in patterns.items()}
+        else:
+            everything = resolve_files(self.files_config)
+            paths = dict.fromkeys(SPLITS, everything)
+        unique = list(dict.fromkeys(p for s in SPLITS for p in paths[s]))
+        self.files, self.skipped_files = inspect_files(unique, self.spec, self.on_bad_file)
+        if not self.files:
+            raise DataInputError(f"no readable input file in data.files={self.files_config}")
+        by_path = {f.path: f for f in self.files}
+        self.split_files = {s: [by_path[p] for p in paths[s] if p in by_path] for s in SPLITS}
+
+    def _standardize(self) -> None:
+        if self._restored_spec is not None:
+            self.spec = self._restored_spec
+            return
+        self.spec, origin = resolve_standardization(
+            self.split_files["train"], self.spec, self.cache_dir, whole_files=self.per_split_files
+        )
+        if origin != "config":
+            log.info("automatic standardisation: %s", origin)
 
     def setup(self, stage: str | None = None) -> None:
-        """Check all input files and plan the chunks of every split (before any training starts)."""
+        """Check all input files, resolve standardisation, count selected entries and plan every split."""
         if self.datasets:
             return
-        paths = resolve_files(self.files_config)
-        self.files = inspect_files(paths, self.spec)
+        self._inspect()
+        self._standardize()
+        self.chunk_cache_dir = cache_directory(self._cache_mode, self.cache_dir, self.spec)
         for split in SPLITS:
-            chunks = plan_chunks(self.files, self.spec, split, self.chunk_size)
+            chunks = plan_chunks(
+                self.split_files[split], self.spec, None if self.per_split_files else split, self.chunk_size
+            )
+            counts = count_selected(self.files, chunks, self.spec)
             self.datasets[split] = ChunkedRootDataset(
                 self.spec,
                 chunks,
@@ -121,7 +207,16 @@ class RootDataModule(L.LightningDataModule):
                 seed=self.seed,
                 buffer_size=self.buffer_size,
                 num_workers=self.num_workers,
+                counts=counts,
+                cache_dir=self.chunk_cache_dir,
             )
+            raw = sum(c.n_entries for c in chunks)
+            if raw and not sum(counts) and split in ("train", "test"):
+                raise DataInputError(
+                    f"data.selection {self.spec.selection.text!r} keeps none of the {raw} entries of the "
+                    f"{split} split ({len(self.split_files[split])} file(s) of "
+                    f"data.files={self.files_config})"
+                )
         sizes = {s: d.n_entries for s, d in self.datasets.items()}
         log.info("input: %d file(s), tree '%s', entries per split %s", len(self.files), self.spec.tree, sizes)
         for split in ("train", "test"):
@@ -131,17 +226,35 @@ class RootDataModule(L.LightningDataModule):
                     f"(data.split={self.spec.split})"
                 )
 
-    def _loader(self, split: str) -> DataLoader:
-        return DataLoader(
-            self.datasets[split],
-            batch_size=None,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=False,
-            prefetch_factor=2 if self.num_workers > 0 else None,
-        )
+    def state_dict(self) -> dict:
+        """Plain data stored in checkpoints: the resolved data spec (standardisation included)."""
+        return {"spec": self.spec.to_config(), "skipped_files": list(self.skipped_files)}
 
-    def train_dataloader(self) -> DataLoader:
+    def load_state_dict(self, state: dict) -> None:
+        """Use the checkpoint's spec (its standardisation) instead of recomputing it."""
+        restored = DataSpec.from_config(state["spec"])
+        if restored.standardization() != self.spec.standardization() and not self.spec.automatic_features:
+            log.warning("the checkpoint's standardisation differs from data.inputs; using the checkpoint's")
+        self._restored_spec = restored
+        self.spec = restored
+        if self.datasets:
+            self.chunk_cache_dir = cache_directory(self._cache_mode, self.cache_dir, restored)
+        for dataset in self.datasets.values():
+            dataset.spec = restored
+            dataset.cache = ChunkCache(self.chunk_cache_dir) if self.chunk_cache_dir else None
+
+    def summary(self) -> dict:
+        """Figures about the input for the run summary."""
+        return {
+            "data/files": len(self.files),
+            "data/skipped_files": len(self.skipped_files),
+            **{f"data/{s}_entries": d.n_entries for s, d in self.datasets.items()},
+        }
+
+    def _loader(self, split: str) -> BatchLoader:
+        return BatchLoader(self.datasets[split], num_workers=self.num_workers, pin_memory=self.pin_memory)
+
+    def train_dataloader(self) -> BatchLoader:
         # Lightning sets epochs only on samplers; an iterable dataset learns it here. The trainer
         # config reloads dataloaders every epoch, so each epoch gets its own chunk order.
         trainer = getattr(self, "trainer", None)
@@ -149,13 +262,13 @@ class RootDataModule(L.LightningDataModule):
             self.datasets["train"].set_epoch(trainer.current_epoch)
         return self._loader("train")
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> BatchLoader:
         return self._loader("val")
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> BatchLoader:
         return self._loader("test")
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> BatchLoader:
         return self._loader("test")
 
     def source_files(self) -> list[str]:

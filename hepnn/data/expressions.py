@@ -18,6 +18,7 @@ from collections.abc import Callable
 import awkward as ak
 import numpy as np
 
+from hepnn.data.jagged import FlatJagged, as_awkward
 from hepnn.errors import ConfigError
 
 FUNCTIONS: dict[str, Callable] = {
@@ -240,9 +241,13 @@ class Expression:
                     current = right
                 return result
             case ast.Call(func=func, args=args, keywords=keywords):
-                fn = FUNCTIONS[_dotted(func)]
+                name = _dotted(func)
+                fn = FUNCTIONS[name]
                 kwargs = {k.arg: self._eval(k.value, lookup) for k in keywords}
-                return fn(*(self._eval(a, lookup) for a in args), **kwargs)
+                values = [self._eval(a, lookup) for a in args]
+                if name.startswith("ak."):
+                    values = [as_awkward(v) for v in values]
+                return fn(*values, **kwargs)
         raise AssertionError(f"unchecked node {type(node).__name__}")  # _check rejects everything else
 
 
@@ -251,6 +256,9 @@ class VariableResolver:
 
     ``arrays`` is the chunk read from ROOT (an awkward record array of branches);
     ``variables`` maps variable names to :class:`Expression` objects that may use each other.
+    Branches come out as numpy arrays (one number per entry) or :class:`FlatJagged` arrays
+    (a list of numbers per entry; branches of one collection share one offsets array), and as
+    awkward arrays otherwise.
     """
 
     def __init__(self, arrays: ak.Array, variables: dict[str, Expression]):
@@ -259,6 +267,23 @@ class VariableResolver:
         self._variables = variables
         self._values: dict[str, object] = {}
         self._evaluating: list[str] = []
+        self._offsets: list[tuple[np.ndarray, dict]] = []
+
+    def _branch(self, name: str):
+        value = self._arrays[name]
+        if value.ndim == 1:
+            try:
+                return ak.to_numpy(value)
+            except ValueError:  # missing values or records: keep it awkward
+                return value
+        flat = FlatJagged.from_awkward(value)
+        if flat is None:
+            return value
+        for offsets, repeats in self._offsets:
+            if offsets is flat.offsets or np.array_equal(offsets, flat.offsets):
+                return FlatJagged(flat.content, offsets, repeats)
+        self._offsets.append((flat.offsets, {}))
+        return FlatJagged(flat.content, *self._offsets[-1])
 
     def __call__(self, name: str):
         if name in self._values:
@@ -275,7 +300,7 @@ class VariableResolver:
             finally:
                 self._evaluating.pop()
         elif name in self._fields:
-            value = self._arrays[name]
+            value = self._branch(name)
         else:
             raise ExpressionError(f"'{name}' is neither a branch that was read nor a defined variable")
         self._values[name] = value

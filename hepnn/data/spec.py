@@ -6,6 +6,7 @@ the config key (``data.inputs.particles.features.part_pt_log.scale``) and what w
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping, Sequence
@@ -19,24 +20,51 @@ class DataConfigError(ConfigError):
     """The data configuration is inconsistent or incomplete."""
 
 
+AUTO = "auto"
+NONFINITE_POLICIES = ("error", "replace")
+EMPTY_POLICIES = ("keep", "error")
+
+
 @dataclass(frozen=True)
 class Feature:
-    """One input variable and its standardisation ``(x - center) / scale``, clipped to ``clip``."""
+    """One input variable and its standardisation ``(x - center) / scale``, clipped to ``clip``.
+
+    ``center``/``scale`` of None mean automatic: computed on the training files (see
+    :mod:`hepnn.data.standardize`) before the spec is used.
+    """
 
     name: str
-    center: float = 0.0
-    scale: float = 1.0
+    center: float | None = 0.0
+    scale: float | None = 1.0
     clip: tuple[float, float] | None = None
+
+    @property
+    def automatic(self) -> bool:
+        return self.center is None or self.scale is None
+
+
+@dataclass(frozen=True)
+class Ordering:
+    """Sort the elements of a jagged group by the expression ``by`` (e.g. ``part_pt``).
+
+    Clipping to the group length always keeps the elements with the largest ``by``;
+    ``descending`` puts them first, ascending puts the largest last (for recurrent nets that
+    should see the most important element last).
+    """
+
+    by: str
+    descending: bool = True
 
 
 @dataclass(frozen=True)
 class InputGroup:
     """A named tensor of the batch.
 
-    With ``length`` set, the features are jagged (one value per particle) and the group becomes
-    ``(B, C, length)`` padded with ``pad_value`` (longer lists are clipped), plus a boolean mask
-    ``(B, length)`` stored under ``mask_key``. Without ``length`` the features are one value per
-    entry and the group is ``(B, C)``.
+    With ``length`` set, the features are jagged (one value per particle, jet, lepton, ...) and
+    the group becomes ``(B, C, length)`` padded with ``pad_value`` (longer lists are clipped),
+    plus a boolean mask ``(B, length)`` stored under ``mask_key``. Without ``length`` the
+    features are one value per entry and the group is ``(B, C)``. ``on_empty`` says what an
+    entry with an empty list is: ``keep`` (an all-padding row, mask all False) or ``error``.
     """
 
     name: str
@@ -44,6 +72,12 @@ class InputGroup:
     length: int | None = None
     pad_value: float = 0.0
     mask_key: str | None = None
+    order: Ordering | None = None
+    on_empty: str = "keep"
+
+    @property
+    def jagged(self) -> bool:
+        return self.length is not None
 
 
 @dataclass(frozen=True)
@@ -62,32 +96,133 @@ class Split:
 
 
 @dataclass(frozen=True)
+class AutoStandardization:
+    """Where automatic centres and scales come from: the first ``fraction`` of every training
+    file's training entries, at most ``max_entries`` entries in all."""
+
+    fraction: float = 0.1
+    max_entries: int = 200_000
+
+
+@dataclass(frozen=True)
 class DataSpec:
-    """Everything the loader needs to know about the data, independent of where it runs."""
+    """Everything the loader needs to know about the data, independent of where it runs.
+
+    Labels are either one boolean expression per class (``labels``: one-hot branches) or one
+    integer expression giving the class index (``label_index``). Regression ``targets`` and
+    per-entry ``weight`` are optional. ``nonfinite`` says what NaN/inf input values do:
+    ``error`` or ``replace`` (by ``nonfinite_value``, counted in every batch).
+    """
 
     tree: str
     variables: dict[str, Expression]
     inputs: tuple[InputGroup, ...]
-    classes: tuple[str, ...]
-    labels: dict[str, Expression]
+    classes: tuple[str, ...] = ()
+    labels: dict[str, Expression] = field(default_factory=dict)
+    label_index: Expression | None = None
+    targets: dict[str, Expression] = field(default_factory=dict)
+    weight: Expression | None = None
     observers: tuple[str, ...] = ()
     selection: Expression | None = None
     split: Split = field(default_factory=Split)
+    standardize: AutoStandardization = field(default_factory=AutoStandardization)
+    nonfinite: str = "error"
+    nonfinite_value: float = 0.0
 
     @functools.cached_property
     def branches(self) -> frozenset[str]:
         """The branches that must be read from disk (only those some expression needs)."""
         names = {f.name for g in self.inputs for f in g.features} | set(self.observers)
-        for expression in [*self.labels.values(), *([self.selection] if self.selection else [])]:
+        names |= {g.order.by for g in self.inputs if g.order is not None}
+        for expression in self.expressions():
             names |= expression.names
         return frozenset(required_branches(names, self.variables))
+
+    def expressions(self) -> list[Expression]:
+        """The label, target, weight and selection expressions."""
+        found = [*self.labels.values(), *self.targets.values()]
+        found += [e for e in (self.label_index, self.weight, self.selection) if e is not None]
+        return found
+
+    @property
+    def automatic_features(self) -> list[tuple[InputGroup, Feature]]:
+        """Features whose centre or scale is still to be computed from the data."""
+        return [(g, f) for g in self.inputs for f in g.features if f.automatic]
+
+    def with_standardization(self, values: Mapping[str, Mapping[str, Sequence[float]]]) -> DataSpec:
+        """A copy with automatic centres and scales replaced: ``values[group][feature] = (center, scale)``."""
+        groups = []
+        for group in self.inputs:
+            features = []
+            for f in group.features:
+                if f.automatic:
+                    try:
+                        center, scale = values[group.name][f.name]
+                    except KeyError:
+                        raise DataConfigError(
+                            f"no standardisation computed for data.inputs.{group.name}.features.{f.name}"
+                        ) from None
+                    f = dataclasses.replace(
+                        f,
+                        center=float(center) if f.center is None else f.center,
+                        scale=float(scale) if f.scale is None else f.scale,
+                    )
+                features.append(f)
+            groups.append(dataclasses.replace(group, features=tuple(features)))
+        return dataclasses.replace(self, inputs=tuple(groups))
+
+    def standardization(self) -> dict[str, dict[str, list[float]]]:
+        """Centre and scale of every feature, ``{group: {feature: [center, scale]}}``."""
+        return {g.name: {f.name: [f.center, f.scale] for f in g.features} for g in self.inputs}
+
+    def to_config(self) -> dict:
+        """The spec as plain data (numbers, strings, lists, dicts): what :meth:`from_config` reads.
+
+        Stored in checkpoints so that evaluation and export rebuild exactly this spec.
+        """
+        inputs = {}
+        for g in self.inputs:
+            group: dict = {
+                "features": {
+                    f.name: {
+                        "center": AUTO if f.center is None else f.center,
+                        "scale": AUTO if f.scale is None else f.scale,
+                        "clip": list(f.clip) if f.clip else None,
+                    }
+                    for f in g.features
+                }
+            }
+            if g.jagged:
+                group |= {"length": g.length, "pad_value": g.pad_value, "mask": g.mask_key}
+                group |= {"on_empty": g.on_empty}
+                if g.order:
+                    group["order"] = {"by": g.order.by, "descending": g.order.descending}
+            inputs[g.name] = group
+        if self.label_index is not None:
+            labels: dict = {"index": self.label_index.text, "classes": list(self.classes)}
+        else:
+            labels = {c: e.text for c, e in self.labels.items()}
+        return {
+            "tree": self.tree,
+            "variables": {name: e.text for name, e in self.variables.items()},
+            "inputs": inputs,
+            "labels": labels,
+            "targets": {name: e.text for name, e in self.targets.items()},
+            "weights": self.weight.text if self.weight else None,
+            "observers": list(self.observers),
+            "selection": self.selection.text if self.selection else None,
+            "split": dataclasses.asdict(self.split),
+            "standardize": dataclasses.asdict(self.standardize),
+            "nonfinite": self.nonfinite,
+            "nonfinite_value": self.nonfinite_value,
+        }
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> DataSpec:
         """Build and check a spec from the plain ``data`` mapping (keys as in ``conf/data/*.yaml``)."""
         tree = cfg.get("tree")
         if not tree or not isinstance(tree, str):
-            raise DataConfigError(f"data.tree must name the TTree to read, got {tree!r}")
+            raise DataConfigError(f"data.tree must name the TTree (or RNTuple) to read, got {tree!r}")
         variables = {
             str(name): Expression(text, f"data.variables.{name}")
             for name, text in (cfg.get("variables") or {}).items()
@@ -95,35 +230,89 @@ class DataSpec:
         inputs = tuple(_input_group(name, g) for name, g in _mapping(cfg, "inputs").items())
         if not inputs:
             raise DataConfigError("data.inputs must define at least one input group (e.g. 'particles')")
-        labels_cfg = _mapping(cfg, "labels")
-        if len(labels_cfg) < 2:
+        classes, labels, label_index = _labels(_mapping(cfg, "labels"))
+        targets = {
+            str(name): Expression(text, f"data.targets.{name}")
+            for name, text in _mapping(cfg, "targets").items()
+        }
+        if not classes and not targets:
             raise DataConfigError(
-                f"data.labels must map at least two class names to expressions, got {labels_cfg}"
+                "data.labels (classes) or data.targets (regression) must be given: there is nothing to learn"
             )
-        labels = {str(c): Expression(text, f"data.labels.{c}") for c, text in labels_cfg.items()}
+        weights = cfg.get("weights")
         selection = cfg.get("selection")
-        split_cfg = dict(cfg.get("split") or {})
-        unknown = set(split_cfg) - {"train", "val", "test"}
-        if unknown:
-            raise DataConfigError(f"data.split: unknown key(s) {sorted(unknown)}; expected train, val, test")
-        split = Split(**{k: float(v) for k, v in split_cfg.items()})
-        if (
-            min(split.train, split.val, split.test) < 0
-            or abs(split.train + split.val + split.test - 1) > 1e-6
-        ):
-            raise DataConfigError(f"data.split fractions must be non-negative and sum to 1, got {split}")
+        nonfinite = cfg.get("nonfinite") or "error"
+        if nonfinite not in NONFINITE_POLICIES:
+            raise DataConfigError(f"data.nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
         observers = tuple(str(o) for o in (cfg.get("observers") or ()))
-        spec = cls(
+        return cls(
             tree=tree,
             variables=variables,
             inputs=inputs,
-            classes=tuple(labels),
+            classes=classes,
             labels=labels,
+            label_index=label_index,
+            targets=targets,
+            weight=Expression(weights, "data.weights") if weights else None,
             observers=observers,
             selection=Expression(selection, "data.selection") if selection else None,
-            split=split,
+            split=_split(cfg.get("split")),
+            standardize=_standardize(cfg.get("standardize")),
+            nonfinite=nonfinite,
+            nonfinite_value=float(cfg.get("nonfinite_value") or 0.0),
         )
-        return spec
+
+
+def _labels(cfg: Mapping) -> tuple[tuple[str, ...], dict[str, Expression], Expression | None]:
+    """Classes and either one-hot expressions or an integer index expression."""
+    if not cfg:
+        return (), {}, None
+    if set(cfg) == {"index", "classes"}:
+        classes = cfg["classes"]
+        if isinstance(classes, str) or not isinstance(classes, Sequence) or len(classes) < 2:
+            raise DataConfigError(f"data.labels.classes must list at least two class names, got {classes!r}")
+        if len(set(classes)) != len(classes):
+            raise DataConfigError(f"data.labels.classes lists a class twice: {list(classes)}")
+        return tuple(str(c) for c in classes), {}, Expression(cfg["index"], "data.labels.index")
+    if "index" in cfg or "classes" in cfg:
+        raise DataConfigError(
+            "data.labels: give either {index: <integer expression>, classes: [names]} or "
+            f"one boolean expression per class name, got keys {sorted(cfg)}"
+        )
+    if len(cfg) < 2:
+        raise DataConfigError(
+            f"data.labels must map at least two class names to expressions, got {dict(cfg)}"
+        )
+    labels = {str(c): Expression(text, f"data.labels.{c}") for c, text in cfg.items()}
+    return tuple(labels), labels, None
+
+
+def _split(cfg) -> Split:
+    split_cfg = dict(cfg or {})
+    unknown = set(split_cfg) - {"train", "val", "test"}
+    if unknown:
+        raise DataConfigError(f"data.split: unknown key(s) {sorted(unknown)}; expected train, val, test")
+    split = Split(**{k: float(v) for k, v in split_cfg.items()})
+    if min(split.train, split.val, split.test) < 0 or abs(split.train + split.val + split.test - 1) > 1e-6:
+        raise DataConfigError(f"data.split fractions must be non-negative and sum to 1, got {split}")
+    return split
+
+
+def _standardize(cfg) -> AutoStandardization:
+    cfg = dict(cfg or {})
+    unknown = set(cfg) - {"fraction", "max_entries"}
+    if unknown:
+        raise DataConfigError(
+            f"data.standardize: unknown key(s) {sorted(unknown)}; expected fraction, max_entries"
+        )
+    auto = AutoStandardization(**cfg)
+    if not 0 < auto.fraction <= 1:
+        raise DataConfigError(f"data.standardize.fraction must be in (0, 1], got {auto.fraction}")
+    if not isinstance(auto.max_entries, int) or auto.max_entries < 1:
+        raise DataConfigError(
+            f"data.standardize.max_entries must be a positive integer, got {auto.max_entries!r}"
+        )
+    return auto
 
 
 def _mapping(cfg: Mapping, key: str) -> Mapping:
@@ -133,15 +322,16 @@ def _mapping(cfg: Mapping, key: str) -> Mapping:
     return value
 
 
+GROUP_KEYS = ("features", "length", "pad_value", "clip", "mask", "order", "on_empty")
+
+
 def _input_group(name: str, cfg: Mapping) -> InputGroup:
     where = f"data.inputs.{name}"
     if not isinstance(cfg, Mapping):
         raise DataConfigError(f"{where} must be a mapping with 'features', got {cfg!r}")
-    unknown = set(cfg) - {"features", "length", "pad_value", "clip", "mask"}
+    unknown = set(cfg) - set(GROUP_KEYS)
     if unknown:
-        raise DataConfigError(
-            f"{where}: unknown key(s) {sorted(unknown)}; expected features, length, pad_value, clip, mask"
-        )
+        raise DataConfigError(f"{where}: unknown key(s) {sorted(unknown)}; expected {', '.join(GROUP_KEYS)}")
     default_clip = _clip(cfg.get("clip"), f"{where}.clip")
     features_cfg = cfg.get("features")
     if not features_cfg:
@@ -150,30 +340,59 @@ def _input_group(name: str, cfg: Mapping) -> InputGroup:
         if len(set(features_cfg)) != len(features_cfg):
             raise DataConfigError(f"{where}.features lists a variable twice: {list(features_cfg)}")
         features_cfg = {str(f): None for f in features_cfg}
-    features = []
-    for fname, fcfg in features_cfg.items():
-        fwhere = f"{where}.features.{fname}"
-        fcfg = dict(fcfg or {})
-        unknown = set(fcfg) - {"center", "scale", "clip"}
-        if unknown:
-            raise DataConfigError(f"{fwhere}: unknown key(s) {sorted(unknown)}; expected center, scale, clip")
-        scale = float(fcfg.get("scale", 1.0))
-        if not scale > 0:
-            raise DataConfigError(f"{fwhere}.scale must be positive, got {scale}")
-        clip = _clip(fcfg["clip"], f"{fwhere}.clip") if "clip" in fcfg else default_clip
-        features.append(Feature(str(fname), float(fcfg.get("center", 0.0)), scale, clip))
+    features = [
+        _feature(str(f), fcfg, f"{where}.features.{f}", default_clip) for f, fcfg in features_cfg.items()
+    ]
     length = cfg.get("length")
     if length is not None and (not isinstance(length, int) or length < 1):
         raise DataConfigError(
             f"{where}.length must be a positive integer (or null for per-entry features), got {length!r}"
         )
+    on_empty = cfg.get("on_empty") or "keep"
+    if on_empty not in EMPTY_POLICIES:
+        raise DataConfigError(f"{where}.on_empty must be one of {EMPTY_POLICIES}, got {on_empty!r}")
+    order = cfg.get("order")
+    if order is not None:
+        if length is None:
+            raise DataConfigError(f"{where}.order needs a jagged group (set {where}.length)")
+        if isinstance(order, str):
+            order = {"by": order}
+        if not isinstance(order, Mapping) or set(order) - {"by", "descending"} or "by" not in order:
+            raise DataConfigError(
+                f"{where}.order must be {{by: <variable>, descending: true|false}}, got {order!r}"
+            )
+        order = Ordering(str(order["by"]), bool(order.get("descending", True)))
     return InputGroup(
         name=name,
         features=tuple(features),
         length=length,
         pad_value=float(cfg.get("pad_value", 0.0)),
         mask_key=(cfg.get("mask") or f"{name}_mask") if length is not None else None,
+        order=order,
+        on_empty=on_empty,
     )
+
+
+def _feature(name: str, cfg, where: str, default_clip) -> Feature:
+    cfg = dict(cfg or {})
+    unknown = set(cfg) - {"center", "scale", "clip"}
+    if unknown:
+        raise DataConfigError(f"{where}: unknown key(s) {sorted(unknown)}; expected center, scale, clip")
+    center = _number_or_auto(cfg.get("center", 0.0), f"{where}.center")
+    scale = _number_or_auto(cfg.get("scale", 1.0), f"{where}.scale")
+    if scale is not None and not scale > 0:
+        raise DataConfigError(f"{where}.scale must be positive (or 'auto'), got {scale}")
+    clip = _clip(cfg["clip"], f"{where}.clip") if "clip" in cfg else default_clip
+    return Feature(name, center, scale, clip)
+
+
+def _number_or_auto(value, where: str) -> float | None:
+    if value == AUTO:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise DataConfigError(f"{where} must be a number or 'auto', got {value!r}") from None
 
 
 def _clip(value, where: str) -> tuple[float, float] | None:

@@ -26,6 +26,7 @@ from torchmetrics.classification import (
 from hepnn import metrics
 from hepnn.errors import ConfigError
 from hepnn.nets.blocks import count_parameters
+from hepnn.tasks.batch_stats import log_replaced_values
 
 
 class SignalScoreAUROC(BinaryAUROC):
@@ -98,7 +99,11 @@ class ClassificationTask(L.LightningModule):
 
     def _step(self, batch: dict, stage: str):
         logits = self(batch)
-        loss = F.cross_entropy(logits, batch["label"])
+        losses = F.cross_entropy(logits, batch["label"], reduction="none")
+        weight = batch.get("weight")
+        # per-entry weights (data.weights): a weighted mean over the batch
+        loss = losses.mean() if weight is None else (weight * losses).sum() / weight.sum()
+        log_replaced_values(self, batch, stage)
         self.log(
             f"{stage}/loss",
             loss,

@@ -1,0 +1,135 @@
+"""Assembling a batch of torch tensors from rows of preprocessed chunks.
+
+Jagged groups are padded, clipped to length, standardised and clipped in value in one compiled
+pass (numba) that writes every output element exactly once: ``(B, C, length)`` float32 plus a
+``(B, length)`` boolean mask. Per-entry columns are gathered with numpy fancy indexing.
+Observers come out as the nested dict ``batch["observers"]``. Batches are built as numpy arrays:
+DataLoader workers send them through a pipe in one piece, which costs less than sharing each
+torch tensor's memory separately; :func:`to_torch` turns them into tensors in the main process
+(see :class:`hepnn.data.loader.BatchLoader`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numba
+import numpy as np
+import torch
+
+from hepnn.data.preprocess import OBSERVER_PREFIX, ChunkData, JaggedColumns
+from hepnn.data.spec import DataSpec, InputGroup
+
+# One explicit signature: compiled once, then loaded from numba's on-disk cache by every process
+# (DataLoader workers included) instead of being recompiled for each new argument layout.
+FILL_SIGNATURE = (
+    "void(float32[:, :, ::1], boolean[:, ::1], int64[::1], float32[:, ::1], int64[::1], int64[::1], "
+    "float32[::1], float32[::1], float32[::1], float32[::1], float32, boolean)"
+)
+
+
+@numba.njit(FILL_SIGNATURE, cache=True, nogil=True)
+def fill_padded(out, mask, dest, values, offsets, rows, center, inv_scale, low, high, pad_value, reverse):
+    """Write entries ``rows`` of a jagged group into batch rows ``dest`` of ``out``/``mask``.
+
+    ``out`` is ``(B, C, L)``, ``values`` ``(n_elements, C)`` with ``offsets`` per entry. The first
+    ``min(n, L)`` elements of an entry are kept (in reverse order if ``reverse``), standardised
+    as ``(x - center) * inv_scale`` and clipped to ``[low, high]``; the rest is ``pad_value``.
+    """
+    n_channels = out.shape[1]
+    length = out.shape[2]
+    for k in range(rows.shape[0]):
+        b = dest[k]
+        start = offsets[rows[k]]
+        n = min(offsets[rows[k] + 1] - start, length)
+        for j in range(length):
+            mask[b, j] = j < n
+        for c in range(n_channels):
+            mu = center[c]
+            inv = inv_scale[c]
+            lo = low[c]
+            hi = high[c]
+            for j in range(n):
+                x = values[start + (n - 1 - j if reverse else j), c]
+                x = (x - mu) * inv
+                out[b, c, j] = min(max(x, lo), hi)
+            for j in range(n, length):
+                out[b, c, j] = pad_value
+
+
+class GroupLayout:
+    """Per-channel constants of a jagged group, as arrays the compiled fill expects."""
+
+    def __init__(self, group: InputGroup):
+        features = group.features
+        if any(f.automatic for f in features):
+            raise ValueError(f"data.inputs.{group.name}: automatic standardisation not resolved yet")
+        self.group = group
+        self.center = np.array([f.center for f in features], dtype=np.float32)
+        self.inv_scale = np.array([1.0 / f.scale for f in features], dtype=np.float32)
+        self.low = np.array([f.clip[0] if f.clip else -np.inf for f in features], dtype=np.float32)
+        self.high = np.array([f.clip[1] if f.clip else np.inf for f in features], dtype=np.float32)
+        self.reverse = group.order is not None and not group.order.descending
+
+    def fill(
+        self, out: np.ndarray, mask: np.ndarray, dest: np.ndarray, data: JaggedColumns, rows: np.ndarray
+    ):
+        fill_padded(
+            out,
+            mask,
+            np.ascontiguousarray(dest, dtype=np.int64),
+            np.ascontiguousarray(data.values, dtype=np.float32),
+            np.ascontiguousarray(data.offsets, dtype=np.int64),
+            np.ascontiguousarray(rows, dtype=np.int64),
+            self.center,
+            self.inv_scale,
+            self.low,
+            self.high,
+            np.float32(self.group.pad_value),
+            bool(self.reverse),
+        )
+
+
+class BatchBuilder:
+    """Builds batches (dicts of numpy arrays) for a spec."""
+
+    def __init__(self, spec: DataSpec):
+        self.layouts = [GroupLayout(g) for g in spec.inputs if g.jagged]
+
+    def build(self, parts: Sequence[tuple[ChunkData, np.ndarray]]) -> dict:
+        """The batch made of ``rows`` of each ``(chunk, rows)`` part, in that order."""
+        sizes = [len(rows) for _, rows in parts]
+        size = sum(sizes)
+        starts = np.cumsum([0, *sizes])
+        batch: dict = {}
+        for layout in self.layouts:
+            group = layout.group
+            out = np.empty((size, len(group.features), group.length), np.float32)
+            mask = np.empty((size, group.length), bool)
+            for (data, rows), start, stop in zip(parts, starts[:-1], starts[1:], strict=True):
+                dest = np.arange(start, stop, dtype=np.int64)
+                layout.fill(out, mask, dest, data.jagged[group.name], rows)
+            batch[group.name] = out
+            batch[group.mask_key] = mask
+        observers = {}
+        for key in parts[0][0].columns:
+            values = np.concatenate([data.columns[key][rows] for data, rows in parts])
+            if key.startswith(OBSERVER_PREFIX):
+                observers[key.removeprefix(OBSERVER_PREFIX)] = values
+            else:
+                batch[key] = values
+        if observers:
+            batch["observers"] = observers
+        return batch
+
+
+def to_torch(batch: dict, pin_memory: bool = False) -> dict:
+    """The batch with every numpy array as a torch tensor (sharing memory; pinned if asked)."""
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, dict):
+            out[key] = to_torch(value, pin_memory)
+        else:
+            tensor = torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+            out[key] = tensor.pin_memory() if pin_memory else tensor
+    return out

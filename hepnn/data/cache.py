@@ -1,0 +1,95 @@
+"""A cache of preprocessed chunks, so that epochs after the first skip ROOT reading and preprocessing.
+
+One uncompressed ``.npz`` per chunk, under a directory named by a hash of the data spec: a
+changed spec (variables, inputs, standardisation, selection, labels, ...) uses a new directory,
+and a changed input file has a new identity (its ROOT UUID), so stale data is never read. Files
+are written under a temporary name and renamed, so a crash leaves no partial entry.
+
+``memory`` puts the directory in ``/dev/shm`` (RAM shared by all processes of a node: DataLoader
+workers and DDP ranks) and removes it when the process that chose it exits; ``disk`` keeps it
+under ``data.cache_dir`` across runs. Either grows with the dataset: it is the one part of the
+loader whose memory is not bounded by ``chunk_size``/``buffer_size``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from hepnn.data.preprocess import ChunkData
+from hepnn.data.spec import DataSpec
+from hepnn.errors import ConfigError
+
+CACHE_MODES = (None, "memory", "disk")
+_MEMORY_ENV = "HEPNN_MEMORY_CACHE_DIR"
+FORMAT_VERSION = 1
+
+
+def spec_hash(spec: DataSpec) -> str:
+    """A short hash of everything in the spec that changes the preprocessed arrays."""
+    text = json.dumps({"version": FORMAT_VERSION, "spec": spec.to_config()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def memory_cache_root() -> Path:
+    """A RAM-backed directory shared by this run's processes (inherited by DDP ranks via the environment)."""
+    existing = os.environ.get(_MEMORY_ENV)
+    if existing:
+        return Path(existing)
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    path = Path(tempfile.mkdtemp(prefix="hepnn-cache-", dir=base))
+    os.environ[_MEMORY_ENV] = str(path)
+    creator = os.getpid()
+    atexit.register(lambda: os.getpid() == creator and shutil.rmtree(path, ignore_errors=True))
+    return path
+
+
+def cache_directory(mode: str | None, cache_dir: str | os.PathLike | None, spec: DataSpec) -> Path | None:
+    """The chunk cache directory for ``mode`` (``None``: no cache)."""
+    if mode not in CACHE_MODES:
+        raise ConfigError(f"data.cache must be one of null, memory, disk; got {mode!r}")
+    if mode is None:
+        return None
+    if mode == "memory":
+        root = memory_cache_root()
+    else:
+        if not cache_dir:
+            raise ConfigError("data.cache=disk needs data.cache_dir (a local directory)")
+        root = Path(cache_dir).expanduser() / "chunks"
+    return root / spec_hash(spec)
+
+
+class ChunkCache:
+    """Preprocessed chunks in ``directory``, keyed by file identity and entry range."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+
+    def _path(self, chunk) -> Path:
+        return self.directory / f"{chunk.file_id}_{chunk.start}_{chunk.stop}.npz"
+
+    def load(self, chunk) -> ChunkData | None:
+        """The cached chunk, or None if it is not cached yet."""
+        try:
+            with np.load(self._path(chunk), allow_pickle=False) as arrays:
+                return ChunkData.from_arrays({key: arrays[key] for key in arrays.files})
+        except FileNotFoundError:
+            return None
+
+    def store(self, chunk, data: ChunkData) -> None:
+        """Cache ``data`` for ``chunk`` (atomically; concurrent writers of the same chunk are harmless)."""
+        path = self._path(chunk)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        try:
+            np.savez(tmp, **data.to_arrays())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)

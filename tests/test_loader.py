@@ -1,0 +1,345 @@
+"""The production loader on files hepnn did not write: event-level collections, other schemas,
+compression codecs, RNTuple, integer labels, targets, weights, ordering, automatic
+standardisation and its cache, chunk caches, per-split files, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+
+from hepnn.data import standardize
+from hepnn.data.datamodule import RootDataModule
+from hepnn.data.preprocess import DataValueError
+from hepnn.data.sharding import batch_plan, deal
+from hepnn.data.source import DataInputError
+from hepnn.errors import ConfigError
+
+CODECS = {"zlib": uproot.ZLIB(4), "lzma": uproot.LZMA(2), "lz4": uproot.LZ4(1), "zstd": uproot.ZSTD(3)}
+N_PER_FILE = 300
+
+
+def make_events(seed: int, n: int = N_PER_FILE, nan_rate: float = 0.0) -> dict:
+    """NanoAOD-like events: a jagged jet collection (some events without jets) and event quantities."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, 7, n)
+    pt = rng.exponential(40.0, counts.sum()).astype(np.float32) + 20
+    eta = rng.normal(0, 1.5, counts.sum()).astype(np.float32)
+    if nan_rate:
+        eta[rng.random(len(eta)) < nan_rate] = np.nan
+    return {
+        "Jet_pt": ak.unflatten(pt, counts),
+        "Jet_eta": ak.unflatten(eta, counts),
+        "MET_pt": rng.exponential(50.0, n).astype(np.float32),
+        "is_signal": rng.integers(0, 2, n).astype(np.int32),
+        "genWeight": rng.normal(1.0, 0.1, n).astype(np.float32),
+    }
+
+
+def write_events(path, events: dict, compression=None, tree: str = "Events", basket: int = 100) -> None:
+    """A TTree in the NanoAOD style: ``nJet`` counter with ``Jet_*`` branches (written in baskets)."""
+    with uproot.recreate(path, compression=compression or uproot.ZLIB(1)) as f:
+        jets = ak.zip({"pt": events["Jet_pt"], "eta": events["Jet_eta"]})
+        flat = {k: v for k, v in events.items() if not k.startswith("Jet_")}
+        f.mktree(tree, {"Jet": jets.type.content, **{k: v.dtype for k, v in flat.items()}})
+        for start in range(0, len(events["MET_pt"]), basket):
+            f[tree].extend(
+                {
+                    "Jet": jets[start : start + basket],
+                    **{k: v[start : start + basket] for k, v in flat.items()},
+                }
+            )
+
+
+@pytest.fixture(scope="module")
+def event_files(tmp_path_factory):
+    """Four files of 300 events, each with another compression codec."""
+    out = tmp_path_factory.mktemp("events")
+    for i, (name, codec) in enumerate(CODECS.items()):
+        write_events(out / f"events_{i}_{name}.root", make_events(seed=i), codec)
+    return out
+
+
+def event_config(files, **overrides) -> dict:
+    cfg = {
+        "files": files,
+        "tree": "Events",
+        "variables": {"jet_logpt": "np.log(Jet_pt)"},
+        "inputs": {
+            "jets": {
+                "length": 4,
+                "pad_value": -9.0,
+                "mask": "jet_mask",
+                "order": {"by": "Jet_pt", "descending": True},
+                "features": {"jet_logpt": {"center": 4.0, "scale": 0.5}, "Jet_eta": {"clip": [-2.0, 2.0]}},
+            },
+            "event": {"features": {"MET_pt": {"center": 50.0, "scale": 50.0}}},
+        },
+        "labels": {"index": "is_signal", "classes": ["background", "signal"]},
+        "targets": {"met": "MET_pt"},
+        "weights": "genWeight",
+        "observers": ["MET_pt"],
+        "split": {"train": 0.5, "val": 0.2, "test": 0.3},
+        "batch_size": 64,
+        "eval_batch_size": 64,
+        "chunk_size": 100,
+        "buffer_size": 128,
+        "num_workers": 0,
+        "seed": 3,
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def events_by_id(paths) -> dict:
+    """(file index, entry) -> the event's values, read directly with uproot."""
+    table = {}
+    for index, path in enumerate(paths):
+        arrays = uproot.open(path)["Events"].arrays()
+        for entry in range(len(arrays)):
+            table[(index, entry)] = arrays[entry]
+    return table
+
+
+def all_batches(dm: RootDataModule, split: str) -> list[dict]:
+    return list(getattr(dm, f"{split}_dataloader")())
+
+
+def test_foreign_schema_every_codec_values_and_exactly_once(event_files):
+    dm = RootDataModule(**event_config(f"{event_files}/*.root"))
+    dm.setup()
+    events = events_by_id(dm.source_files())
+    assert len(dm.source_files()) == 4  # one file per codec
+    for split in ("train", "val", "test"):
+        batches = all_batches(dm, split)
+        ids = [(int(f), int(e)) for b in batches for f, e in zip(b["file_index"], b["entry"], strict=True)]
+        assert len(ids) == len(set(ids)) == dm.datasets[split].n_entries
+        for b in batches:
+            assert b["jets"].shape[1:] == (2, 4) and b["event"].shape[1:] == (1,)
+            for row, key in enumerate(zip(b["file_index"].tolist(), b["entry"].tolist(), strict=True)):
+                event = events[key]
+                pt = np.sort(np.asarray(event.Jet_pt))[::-1]
+                eta = np.asarray(event.Jet_eta)[np.argsort(-np.asarray(event.Jet_pt), kind="stable")]
+                n = min(len(pt), 4)
+                assert b["jet_mask"][row].tolist() == [True] * n + [False] * (4 - n)
+                np.testing.assert_allclose(b["jets"][row, 0, :n], (np.log(pt[:n]) - 4.0) / 0.5, rtol=1e-5)
+                np.testing.assert_allclose(b["jets"][row, 1, :n], np.clip(eta[:n], -2, 2), rtol=1e-6)
+                assert np.all(b["jets"][row, :, n:].numpy() == -9.0)
+                assert b["label"][row] == event.is_signal
+                assert b["weight"][row] == pytest.approx(event.genWeight)
+                assert b["targets"][row, 0] == pytest.approx(event.MET_pt)
+                assert b["event"][row, 0] == pytest.approx((event.MET_pt - 50) / 50)
+                assert b["observers"]["MET_pt"][row] == pytest.approx(event.MET_pt)
+
+
+def test_ascending_order_puts_the_leading_jet_last(event_files):
+    cfg = event_config(f"{event_files}/events_0_zlib.root")
+    cfg["inputs"]["jets"]["order"] = {"by": "Jet_pt", "descending": False}
+    cfg["inputs"]["jets"]["features"] = {"Jet_pt": None}
+    dm = RootDataModule(**cfg)
+    dm.setup()
+    events = events_by_id(dm.source_files())
+    for b in all_batches(dm, "test"):
+        for row, key in enumerate(zip(b["file_index"].tolist(), b["entry"].tolist(), strict=True)):
+            pt = np.sort(np.asarray(events[key].Jet_pt))[::-1][:4]  # the 4 hardest jets are kept
+            np.testing.assert_allclose(b["jets"][row, 0, : len(pt)], pt[::-1], rtol=1e-6)
+
+
+def test_rntuple_reads_like_a_ttree(event_files, tmp_path):
+    events = make_events(seed=0)
+    with uproot.recreate(tmp_path / "events.root") as f:
+        f["Events"] = {k: v for k, v in events.items()}
+    assert uproot.open(tmp_path / "events.root").classnames()["Events;1"] == "ROOT::RNTuple"
+    from_ttree = RootDataModule(**event_config(f"{event_files}/events_0_zlib.root"))
+    from_rntuple = RootDataModule(**event_config(str(tmp_path / "events.root")))
+    for dm in (from_ttree, from_rntuple):
+        dm.setup()
+    for a, b in zip(all_batches(from_ttree, "test"), all_batches(from_rntuple, "test"), strict=True):
+        for key in ("jets", "jet_mask", "label", "entry", "weight"):
+            np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+
+
+def test_shuffling_changes_order_but_not_content(event_files):
+    dm = RootDataModule(**event_config(f"{event_files}/*.root"))
+    dm.setup()
+    epochs = []
+    for epoch in range(2):
+        dm.datasets["train"].set_epoch(epoch)
+        rows = {}
+        for b in all_batches(dm, "train"):
+            for row, key in enumerate(zip(b["file_index"].tolist(), b["entry"].tolist(), strict=True)):
+                rows[key] = (b["jets"][row].numpy().tobytes(), len(rows))
+        epochs.append(rows)
+    assert set(epochs[0]) == set(epochs[1])
+    assert all(epochs[0][k][0] == epochs[1][k][0] for k in epochs[0])  # same values per entry
+    assert [epochs[0][k][1] for k in epochs[0]] != [epochs[1][k][1] for k in epochs[0]]  # other order
+
+
+@pytest.mark.parametrize("mode", ["memory", "disk"])
+def test_chunk_cache_gives_the_same_batches(event_files, tmp_path, mode):
+    plain = RootDataModule(**event_config(f"{event_files}/*.root"))
+    cached = RootDataModule(**event_config(f"{event_files}/*.root", cache=mode, cache_dir=str(tmp_path)))
+    for dm in (plain, cached):
+        dm.setup()
+    for epoch in range(2):  # the first epoch fills the cache, the second reads it
+        for dm in (plain, cached):
+            dm.datasets["train"].set_epoch(epoch)
+        for a, b in zip(all_batches(plain, "train"), all_batches(cached, "train"), strict=True):
+            for key in ("jets", "jet_mask", "event", "label", "entry", "file_index", "targets"):
+                np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+    assert len(list(cached.chunk_cache_dir.glob("*.npz"))) == len(cached.datasets["train"].chunks)
+    if mode == "disk":
+        assert cached.chunk_cache_dir.is_relative_to(tmp_path)
+
+
+def test_automatic_standardisation_is_cached_invalidated_and_checkpointed(event_files, tmp_path, monkeypatch):
+    files = tmp_path / "files"
+    files.mkdir()
+    for path in sorted(event_files.glob("*.root"))[:2]:
+        (files / path.name).write_bytes(path.read_bytes())
+    cfg = event_config(f"{files}/*.root", cache_dir=str(tmp_path / "cache"), standardize={"fraction": 0.5})
+    cfg["inputs"]["jets"]["features"]["jet_logpt"] = {"center": "auto", "scale": "auto"}
+    dm = RootDataModule(**cfg)
+    dm.setup()
+    center, scale = dm.spec.standardization()["jets"]["jet_logpt"]
+    # expected: median and half the central 68 % of log pT of the kept (4 hardest) jets of the
+    # first half of each file's training entries
+    values = []
+    for path in dm.source_files():
+        pt = uproot.open(path)["Events"]["Jet_pt"].array(entry_stop=75)  # 0.5 of 150 training entries
+        values.append(ak.flatten(np.log(ak.sort(pt, ascending=False)[:, :4])).to_numpy())
+    expected = standardize.robust_center_scale(np.concatenate(values))
+    assert (center, scale) == pytest.approx(expected)
+    cache_files = list((tmp_path / "cache").glob("standardization-*.json"))
+    assert len(cache_files) == 1
+    # stored in the checkpoint state as plain data, and restored from it
+    state = json.loads(json.dumps(dm.state_dict()))
+    assert state["spec"]["inputs"]["jets"]["features"]["jet_logpt"]["center"] == pytest.approx(center)
+    # a second run hits the cache: computing again would fail
+    monkeypatch.setattr(standardize, "compute_standardization", lambda *a, **k: pytest.fail("not cached"))
+    again = RootDataModule(**cfg)
+    again.setup()
+    assert again.spec.standardization()["jets"]["jet_logpt"] == pytest.approx([center, scale])
+    restored = RootDataModule(**cfg)
+    restored.load_state_dict(state)
+    restored.setup()
+    assert restored.spec.standardization() == dm.spec.standardization()
+    monkeypatch.undo()
+    # a changed input file changes the key: recomputed, a second cache entry
+    write_events(files / "events_0_zlib.root", make_events(seed=99))
+    changed = RootDataModule(**cfg)
+    changed.setup()
+    assert changed.spec.standardization()["jets"]["jet_logpt"] != pytest.approx([center, scale])
+    assert len(list((tmp_path / "cache").glob("standardization-*.json"))) == 2
+
+
+def test_per_split_files(event_files):
+    paths = sorted(str(p) for p in event_files.glob("*.root"))
+    dm = RootDataModule(**event_config({"train": paths[:2], "val": paths[2], "test": [paths[3]]}))
+    dm.setup()
+    assert {s: d.n_entries for s, d in dm.datasets.items()} == {"train": 600, "val": 300, "test": 300}
+    test_files = {dm.source_files()[int(f)] for b in all_batches(dm, "test") for f in b["file_index"]}
+    assert test_files == {paths[3]}
+
+
+def test_non_finite_values_error_or_replace_and_count(tmp_path):
+    write_events(tmp_path / "nan.root", make_events(seed=1, nan_rate=0.05))
+    with pytest.raises(DataValueError, match=r"nan.root \(tree 'Events', entries .*Jet_eta: \d+ non-finite"):
+        dm = RootDataModule(**event_config(str(tmp_path / "nan.root")))
+        dm.setup()
+        all_batches(dm, "test")
+    dm = RootDataModule(**event_config(str(tmp_path / "nan.root"), nonfinite="replace", nonfinite_value=-1.0))
+    dm.setup()
+    batches = all_batches(dm, "test")
+    replaced = sum(int(b["nonfinite_replaced"].sum()) for b in batches)
+    eta = uproot.open(tmp_path / "nan.root")["Events"]["Jet_eta"].array()[210:]  # the test split
+    assert replaced == int(ak.sum(np.isnan(eta))) > 0
+    assert all(np.isfinite(b["jets"].numpy()).all() for b in batches)
+
+
+def test_entries_without_jets_are_kept_or_refused(event_files):
+    dm = RootDataModule(**event_config(f"{event_files}/events_0_zlib.root"))
+    dm.setup()
+    empty_rows = [b["jet_mask"].sum(dim=1) == 0 for b in all_batches(dm, "test")]
+    assert sum(int(e.sum()) for e in empty_rows) > 0  # the sample has events without jets
+    cfg = event_config(f"{event_files}/events_0_zlib.root")
+    cfg["inputs"]["jets"]["on_empty"] = "error"
+    dm = RootDataModule(**cfg)
+    dm.setup()
+    with pytest.raises(DataValueError, match=r"data.inputs.jets: empty list in \d+ entr"):
+        all_batches(dm, "test")
+
+
+def test_selection_keeping_nothing_is_an_error(event_files):
+    dm = RootDataModule(**event_config(f"{event_files}/*.root", selection="MET_pt < 0"))
+    with pytest.raises(
+        DataInputError, match=r"data.selection 'MET_pt < 0' keeps none of the 600 entries of the train"
+    ):
+        dm.setup()
+
+
+def test_integer_labels_out_of_range(event_files):
+    dm = RootDataModule(
+        **event_config(
+            f"{event_files}/events_0_zlib.root", labels={"index": "is_signal + 1", "classes": ["a", "b"]}
+        )
+    )
+    dm.setup()
+    with pytest.raises(
+        DataValueError, match=r"data.labels.index: 'is_signal \+ 1' must be an integer in 0..1"
+    ):
+        all_batches(dm, "test")
+
+
+def test_unreadable_file_is_named_or_skipped_and_counted(event_files, tmp_path):
+    data = (event_files / "events_0_zlib.root").read_bytes()
+    (tmp_path / "truncated.root").write_bytes(data[: len(data) // 2])
+    files = [f"{event_files}/events_1_lzma.root", str(tmp_path / "truncated.root")]
+    with pytest.raises(
+        DataInputError, match=r"cannot open .*truncated.root as a ROOT file \(truncated or corrupt"
+    ):
+        RootDataModule(**event_config(files)).setup()
+    dm = RootDataModule(**event_config(files, on_bad_file="skip"))
+    dm.setup()
+    assert dm.skipped_files == [str(tmp_path / "truncated.root")]
+    assert dm.summary()["data/skipped_files"] == 1 and dm.summary()["data/files"] == 1
+    with pytest.raises(ConfigError, match=r"data\.on_bad_file must be one of"):
+        RootDataModule(**event_config(files, on_bad_file="ignore")).setup()
+
+
+def test_corrupt_basket_names_file_and_entries(tmp_path):
+    path = tmp_path / "corrupt.root"
+    write_events(path, make_events(seed=2), uproot.ZLIB(1))
+    tree = uproot.open(path)["Events"]
+    seek = tree["Jet_pt"].member("fBasketSeek")[1]  # the second basket of Jet_pt
+    data = bytearray(path.read_bytes())
+    data[seek + 80 : seek + 200] = bytes(120)
+    path.write_bytes(bytes(data))
+    dm = RootDataModule(**event_config(str(path)))
+    dm.setup()  # the header and the metadata are intact
+    with pytest.raises(
+        DataInputError, match=r"corrupt.root \(tree 'Events', entries \d+-\d+\), branches .*Jet_pt"
+    ):
+        for split in ("train", "val", "test"):
+            all_batches(dm, split)
+
+
+def test_uneven_ranks_get_equal_batch_counts():
+    counts = [37, 0, 12, 55, 3]
+    chunks = list(range(len(counts)))
+    for world, workers in [(2, 2), (3, 1), (4, 3)]:
+        pieces = deal(chunks, counts, world, workers)
+        seen = [
+            (p.chunk, i) for rank in pieces for worker in rank for p in worker for i in range(p.first, p.last)
+        ]
+        assert sorted(seen) == [(c, i) for c in chunks for i in range(counts[c])]
+        entries = [[sum(p.n_selected for p in w) for w in rank] for rank in pieces]
+        sizes = batch_plan(entries, batch_size=8)
+        assert len({sum(len(w) for w in rank) for rank in sizes}) == 1
+        assert [[sum(w) for w in rank] for rank in sizes] == entries
+        assert all(0 < s <= 8 for rank in sizes for w in rank for s in w)
+    with pytest.raises(ConfigError, match="too few for the 2 batches"):
+        batch_plan([[1, 1], [1, 0]], batch_size=8)
