@@ -7,7 +7,6 @@ import torch
 import uproot
 from hydra.errors import InstantiationException
 
-from hepnn.data import dataset as dataset_module
 from hepnn.data.preprocess import DataValueError
 from hepnn.data.source import DataInputError
 from tests.conftest import make_datamodule
@@ -58,7 +57,7 @@ def test_only_needed_branches_are_read(datamodule):
     ("world", "workers", "selection"),
     [(1, 0, None), (1, 2, None), (2, 2, None), (3, 1, None), (2, 2, "'jet_mass > 100'")],
 )
-def test_each_entry_seen_exactly_once_per_epoch(jet_sample, monkeypatch, world, workers, selection):
+def test_each_entry_seen_exactly_once_per_epoch(jet_sample, world, workers, selection):
     dm = make_datamodule(
         f"{jet_sample}/*.root",
         num_workers=workers,
@@ -82,7 +81,7 @@ def test_each_entry_seen_exactly_once_per_epoch(jet_sample, monkeypatch, world, 
         seen = []
         n_batches = []
         for rank in range(world):
-            monkeypatch.setattr(dataset_module, "distributed_rank_and_size", lambda r=rank: (r, world))
+            dm.datasets["train"].process_position = (rank, world)
             loader = dm._loader("train")
             batches = list(loader)
             assert len(batches) == len(loader)  # the advertised length is right

@@ -90,30 +90,76 @@ class GroupLayout:
         )
 
 
+GATHER_SIGNATURE = "void(float32[:, ::1], int64[::1], int64[::1], float32[:, ::1], int64[::1])"
+
+
+@numba.njit(GATHER_SIGNATURE, cache=True, nogil=True)
+def gather_segments(values, offsets, rows, out, out_offsets):
+    """Copy the first ``out_offsets[k + 1] - out_offsets[k]`` elements of entry ``rows[k]`` to ``out``."""
+    for k in range(rows.shape[0]):
+        source = offsets[rows[k]]
+        target = out_offsets[k]
+        for i in range(out_offsets[k + 1] - target):
+            out[target + i, :] = values[source + i, :]
+
+
+def gather_rows(data: JaggedColumns, rows: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The elements of entries ``rows`` (at most the first ``length`` of each), with their counts."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    counts = np.minimum(data.offsets[rows + 1] - data.offsets[rows], length)
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    out = np.empty((offsets[-1], data.values.shape[1]), dtype=np.float32)
+    gather_segments(np.ascontiguousarray(data.values, dtype=np.float32), data.offsets, rows, out, offsets)
+    return out, counts
+
+
 class BatchBuilder:
-    """Builds batches (dicts of numpy arrays) for a spec."""
+    """Builds batches (dicts of numpy arrays) for a spec, in two steps.
+
+    :meth:`gather` collects the chosen entries in the compact form (a :class:`ChunkData`: jagged
+    groups as flat element arrays, at most ``length`` elements per entry); :meth:`pad` turns
+    that into the padded, standardised arrays. DataLoader workers send the compact form, about a
+    third of the padded size, and the loader pads in the main process (see
+    :class:`hepnn.data.loader.BatchLoader`).
+    """
 
     def __init__(self, spec: DataSpec):
         self.layouts = [GroupLayout(g) for g in spec.inputs if g.jagged]
 
-    def build(self, parts: Sequence[tuple[ChunkData, np.ndarray]]) -> dict:
-        """The batch made of ``rows`` of each ``(chunk, rows)`` part, in that order."""
-        sizes = [len(rows) for _, rows in parts]
-        size = sum(sizes)
-        starts = np.cumsum([0, *sizes])
+    def gather(self, parts: Sequence[tuple[ChunkData, np.ndarray]]) -> ChunkData:
+        """The entries ``rows`` of each ``(chunk, rows)`` part, in that order, in compact form."""
+        jagged = {}
+        for layout in self.layouts:
+            name = layout.group.name
+            pieces = [gather_rows(data.jagged[name], rows, layout.group.length) for data, rows in parts]
+            counts = np.concatenate([c for _, c in pieces])
+            offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+            np.cumsum(counts, out=offsets[1:])
+            values = np.concatenate([v for v, _ in pieces]) if len(pieces) > 1 else pieces[0][0]
+            jagged[name] = JaggedColumns(values, offsets)
+        columns = {
+            key: np.concatenate([data.columns[key][rows] for data, rows in parts])
+            for key in parts[0][0].columns
+        }
+        return ChunkData(jagged, columns)
+
+    def pad(self, compact: ChunkData) -> dict:
+        """The batch of numpy arrays: padded jagged groups with masks, per-entry columns, observers."""
+        size = len(compact)
+        everything = np.arange(size, dtype=np.int64)
         batch: dict = {}
         for layout in self.layouts:
             group = layout.group
+            if group.name not in compact.jagged:
+                continue
             out = np.empty((size, len(group.features), group.length), np.float32)
             mask = np.empty((size, group.length), bool)
-            for (data, rows), start, stop in zip(parts, starts[:-1], starts[1:], strict=True):
-                dest = np.arange(start, stop, dtype=np.int64)
-                layout.fill(out, mask, dest, data.jagged[group.name], rows)
+            layout.fill(out, mask, everything, compact.jagged[group.name], everything)
             batch[group.name] = out
             batch[group.mask_key] = mask
         observers = {}
-        for key in parts[0][0].columns:
-            values = np.concatenate([data.columns[key][rows] for data, rows in parts])
+        for key, values in compact.columns.items():
             if key.startswith(OBSERVER_PREFIX):
                 observers[key.removeprefix(OBSERVER_PREFIX)] = values
             else:
@@ -121,6 +167,33 @@ class BatchBuilder:
         if observers:
             batch["observers"] = observers
         return batch
+
+    def build(self, parts: Sequence[tuple[ChunkData, np.ndarray]]) -> dict:
+        """The padded batch made of ``rows`` of each ``(chunk, rows)`` part, in that order.
+
+        The same as ``pad(gather(parts))``, filled straight from the chunks.
+        """
+        sizes = [len(rows) for _, rows in parts]
+        starts = np.cumsum([0, *sizes])
+        batch: dict = {}
+        for layout in self.layouts:
+            group = layout.group
+            out = np.empty((starts[-1], len(group.features), group.length), np.float32)
+            mask = np.empty((starts[-1], group.length), bool)
+            for (data, rows), start, stop in zip(parts, starts[:-1], starts[1:], strict=True):
+                dest = np.arange(start, stop, dtype=np.int64)
+                layout.fill(out, mask, dest, data.jagged[group.name], rows)
+            batch[group.name] = out
+            batch[group.mask_key] = mask
+        columns = ChunkData({}, self._columns(parts))
+        return {**batch, **self.pad(columns)}
+
+    @staticmethod
+    def _columns(parts) -> dict[str, np.ndarray]:
+        return {
+            key: np.concatenate([data.columns[key][rows] for data, rows in parts])
+            for key in parts[0][0].columns
+        }
 
 
 def to_torch(batch: dict, pin_memory: bool = False) -> dict:

@@ -85,12 +85,20 @@ class ChunkedRootDataset(IterableDataset):
         self.num_workers = num_workers
         self.cache = ChunkCache(cache_dir) if cache_dir else None
         self.epoch = 0
+        # True: yield compact batches (a ChunkData) for BatchLoader to pad in the main process
+        self.compact_batches = False
+        # (global rank, world size) to read for; None: from torch.distributed
+        self.process_position: tuple[int, int] | None = None
         self._trees: dict[str, object] = {}
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_trees"] = {}
         return state
+
+    def position(self) -> tuple[int, int]:
+        """The (global rank, world size) whose share of the entries this process reads."""
+        return self.process_position or distributed_rank_and_size()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -106,7 +114,7 @@ class ChunkedRootDataset(IterableDataset):
         See :mod:`hepnn.data.sharding`; the plan is the same on every rank and worker.
         """
         if world_size is None:
-            _, world_size = distributed_rank_and_size()
+            _, world_size = self.position()
         workers = max(self.num_workers, 1)
         order = epoch_order(len(self.chunks), self.seed, self.epoch if self.shuffle else 0)
         pieces = deal([self.chunks[i] for i in order], [self.counts[i] for i in order], world_size, workers)
@@ -115,7 +123,7 @@ class ChunkedRootDataset(IterableDataset):
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch (all its workers); the same on every rank."""
-        rank, _ = distributed_rank_and_size()
+        rank, _ = self.position()
         _, sizes = self.plan()
         return sum(len(s) for s in sizes[rank])
 
@@ -160,7 +168,7 @@ class ChunkedRootDataset(IterableDataset):
             raise RuntimeError(
                 f"dataset was set up for {self.num_workers} workers but the DataLoader has {info.num_workers}"
             )
-        rank, world = distributed_rank_and_size()
+        rank, world = self.position()
         pieces, sizes = self.plan(world)
         yield from self._batches(pieces[rank][worker], sizes[rank][worker], rank, worker)
 
@@ -192,10 +200,9 @@ class ChunkedRootDataset(IterableDataset):
         if len(live_row):
             raise AssertionError(f"{len(live_row)} entries left after the planned batches")
 
-    @staticmethod
-    def _build(builder: BatchBuilder, stores: dict, store_ids: np.ndarray, rows: np.ndarray) -> dict:
+    def _build(self, builder: BatchBuilder, stores: dict, store_ids: np.ndarray, rows: np.ndarray):
         parts = []
         for store_id in np.unique(store_ids):
             picked = store_ids == store_id
             parts.append((stores[int(store_id)], rows[picked]))
-        return builder.build(parts)
+        return builder.gather(parts) if self.compact_batches else builder.build(parts)
