@@ -13,48 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numba
 import numpy as np
 import torch
 
+from hepnn.data.kernels import fill_padded, gather_segments
 from hepnn.data.preprocess import OBSERVER_PREFIX, ChunkData, JaggedColumns
 from hepnn.data.spec import DataSpec, InputGroup
-
-# One explicit signature: compiled once, then loaded from numba's on-disk cache by every process
-# (DataLoader workers included) instead of being recompiled for each new argument layout.
-FILL_SIGNATURE = (
-    "void(float32[:, :, ::1], boolean[:, ::1], int64[::1], float32[:, ::1], int64[::1], int64[::1], "
-    "float32[::1], float32[::1], float32[::1], float32[::1], float32, boolean)"
-)
-
-
-@numba.njit(FILL_SIGNATURE, cache=True, nogil=True)
-def fill_padded(out, mask, dest, values, offsets, rows, center, inv_scale, low, high, pad_value, reverse):
-    """Write entries ``rows`` of a jagged group into batch rows ``dest`` of ``out``/``mask``.
-
-    ``out`` is ``(B, C, L)``, ``values`` ``(n_elements, C)`` with ``offsets`` per entry. The first
-    ``min(n, L)`` elements of an entry are kept (in reverse order if ``reverse``), standardised
-    as ``(x - center) * inv_scale`` and clipped to ``[low, high]``; the rest is ``pad_value``.
-    """
-    n_channels = out.shape[1]
-    length = out.shape[2]
-    for k in range(rows.shape[0]):
-        b = dest[k]
-        start = offsets[rows[k]]
-        n = min(offsets[rows[k] + 1] - start, length)
-        for j in range(length):
-            mask[b, j] = j < n
-        for c in range(n_channels):
-            mu = center[c]
-            inv = inv_scale[c]
-            lo = low[c]
-            hi = high[c]
-            for j in range(n):
-                x = values[start + (n - 1 - j if reverse else j), c]
-                x = (x - mu) * inv
-                out[b, c, j] = min(max(x, lo), hi)
-            for j in range(n, length):
-                out[b, c, j] = pad_value
 
 
 class GroupLayout:
@@ -88,19 +52,6 @@ class GroupLayout:
             np.float32(self.group.pad_value),
             bool(self.reverse),
         )
-
-
-GATHER_SIGNATURE = "void(float32[:, ::1], int64[::1], int64[::1], float32[:, ::1], int64[::1])"
-
-
-@numba.njit(GATHER_SIGNATURE, cache=True, nogil=True)
-def gather_segments(values, offsets, rows, out, out_offsets):
-    """Copy the first ``out_offsets[k + 1] - out_offsets[k]`` elements of entry ``rows[k]`` to ``out``."""
-    for k in range(rows.shape[0]):
-        source = offsets[rows[k]]
-        target = out_offsets[k]
-        for i in range(out_offsets[k + 1] - target):
-            out[target + i, :] = values[source + i, :]
 
 
 def gather_rows(data: JaggedColumns, rows: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:

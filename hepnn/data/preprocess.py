@@ -18,6 +18,7 @@ import numpy as np
 
 from hepnn.data.expressions import ExpressionError, VariableResolver
 from hepnn.data.jagged import FlatJagged, as_awkward
+from hepnn.data.kernels import interleave
 from hepnn.data.spec import DataSpec, InputGroup
 from hepnn.errors import InputError
 
@@ -145,7 +146,6 @@ def build_jagged_group(
     """Raw feature values of a jagged group in its order, with offsets; checks lengths and values."""
     where = f"{source}: data.inputs.{group.name}"
     counts = None
-    rows_of = None
     permutation = None
     if group.order is not None:
         key = as_awkward(resolve(group.order.by))
@@ -155,6 +155,7 @@ def build_jagged_group(
         local = ak.flatten(ak.argsort(key, axis=1, ascending=False, stable=True), axis=1)
         permutation = ak.to_numpy(local).astype(np.int64) + np.repeat(np.cumsum(counts) - counts, counts)
     columns = []
+    names = []
     for feature in group.features:
         fwhere = f"{where}.features.{feature.name}"
         values = resolve(feature.name)
@@ -169,11 +170,16 @@ def build_jagged_group(
         elif not np.array_equal(counts, these_counts):
             first = group.order.by if group.order and not columns else group.features[0].name
             raise DataValueError(f"{fwhere}: list lengths differ from those of '{first}' in the same group")
-        flat = flat.astype(np.float32, copy=False)
-        if rows_of is None:
-            rows_of = np.repeat(np.arange(len(counts)), counts)
-        columns.append(nonfinite(flat, rows_of, fwhere))
-    values = np.stack(columns, axis=1)  # (elements, C): the features of one element side by side
+        columns.append(flat.astype(np.float32, copy=False))
+        names.append(fwhere)
+    stacked = np.stack(columns)
+    # (elements, C): the features of one element side by side
+    values = np.empty((stacked.shape[1], stacked.shape[0]), dtype=np.float32)
+    if interleave(stacked, values):
+        rows_of = np.repeat(np.arange(len(counts)), counts)
+        for c, fwhere in enumerate(names):
+            stacked[c] = nonfinite(stacked[c], rows_of, fwhere)  # raises, or replaces and counts
+        interleave(stacked, values)
     if permutation is not None:
         values = values[permutation]
     if group.on_empty == "error":

@@ -1,0 +1,74 @@
+"""Compiled (numba) loops of the loader: the few steps that numpy cannot do in one pass.
+
+Each kernel has one explicit signature, so it is compiled once and then loaded from numba's
+on-disk cache by every process (DataLoader workers included) instead of being recompiled for
+each new argument layout. Callers pass C-contiguous arrays of exactly these types.
+"""
+
+from __future__ import annotations
+
+import numba
+
+INTERLEAVE_SIGNATURE = "int64(float32[:, ::1], float32[:, ::1])"
+
+
+@numba.njit(INTERLEAVE_SIGNATURE, cache=True, nogil=True)
+def interleave(columns, out):
+    """Copy ``columns`` ``(C, n)`` into ``out`` ``(n, C)``; returns how many values are NaN or inf."""
+    n_channels, n = columns.shape
+    bad = 0
+    for i in range(n):
+        for c in range(n_channels):
+            x = columns[c, i]
+            if not (x - x == 0.0):  # NaN and inf both fail
+                bad += 1
+            out[i, c] = x
+    return bad
+
+
+FILL_SIGNATURE = (
+    "void(float32[:, :, ::1], boolean[:, ::1], int64[::1], float32[:, ::1], int64[::1], int64[::1], "
+    "float32[::1], float32[::1], float32[::1], float32[::1], float32, boolean)"
+)
+
+
+@numba.njit(FILL_SIGNATURE, cache=True, nogil=True)
+def fill_padded(out, mask, dest, values, offsets, rows, center, inv_scale, low, high, pad_value, reverse):
+    """Write entries ``rows`` of a jagged group into batch rows ``dest`` of ``out``/``mask``.
+
+    ``out`` is ``(B, C, L)``, ``values`` ``(n_elements, C)`` with ``offsets`` per entry. The first
+    ``min(n, L)`` elements of an entry are kept (in reverse order if ``reverse``), standardised
+    as ``(x - center) * inv_scale`` and clipped to ``[low, high]``; the rest is ``pad_value``.
+    """
+    n_channels = out.shape[1]
+    length = out.shape[2]
+    for k in range(rows.shape[0]):
+        b = dest[k]
+        start = offsets[rows[k]]
+        n = min(offsets[rows[k] + 1] - start, length)
+        for j in range(length):
+            mask[b, j] = j < n
+        for c in range(n_channels):
+            mu = center[c]
+            inv = inv_scale[c]
+            lo = low[c]
+            hi = high[c]
+            for j in range(n):
+                x = values[start + (n - 1 - j if reverse else j), c]
+                x = (x - mu) * inv
+                out[b, c, j] = min(max(x, lo), hi)
+            for j in range(n, length):
+                out[b, c, j] = pad_value
+
+
+GATHER_SIGNATURE = "void(float32[:, ::1], int64[::1], int64[::1], float32[:, ::1], int64[::1])"
+
+
+@numba.njit(GATHER_SIGNATURE, cache=True, nogil=True)
+def gather_segments(values, offsets, rows, out, out_offsets):
+    """Copy the first ``out_offsets[k + 1] - out_offsets[k]`` elements of entry ``rows[k]`` to ``out``."""
+    for k in range(rows.shape[0]):
+        source = offsets[rows[k]]
+        target = out_offsets[k]
+        for i in range(out_offsets[k + 1] - target):
+            out[target + i, :] = values[source + i, :]
