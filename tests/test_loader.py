@@ -190,7 +190,7 @@ def test_chunk_cache_gives_the_same_batches(event_files, tmp_path, mode):
         for a, b in zip(all_batches(plain, "train"), all_batches(cached, "train"), strict=True):
             for key in ("jets", "jet_mask", "event", "label", "entry", "file_index", "targets"):
                 np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
-    assert len(list(cached.chunk_cache_dir.glob("*.npz"))) == len(cached.datasets["train"].chunks)
+    assert len(list(cached.chunk_cache_dir.glob("*.chunk"))) == len(cached.datasets["train"].chunks)
     if mode == "disk":
         assert cached.chunk_cache_dir.is_relative_to(tmp_path)
 

@@ -1,6 +1,7 @@
 """A cache of preprocessed chunks, so that epochs after the first skip ROOT reading and preprocessing.
 
-One uncompressed ``.npz`` per chunk, under a directory named by a hash of the data spec: a
+One file per chunk (raw arrays behind a JSON header, read back as a memory map), under a
+directory named by a hash of the data spec: a
 changed spec (variables, inputs, standardisation, selection, labels, ...) uses a new directory,
 and a changed input file has a new identity (its ROOT UUID), so stale data is never read. Files
 are written under a temporary name and renamed, so a crash leaves no partial entry.
@@ -29,7 +30,7 @@ from hepnn.errors import ConfigError
 
 CACHE_MODES = (None, "memory", "disk")
 _MEMORY_ENV = "HEPNN_MEMORY_CACHE_DIR"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def spec_hash(spec: DataSpec) -> str:
@@ -66,20 +67,63 @@ def cache_directory(mode: str | None, cache_dir: str | os.PathLike | None, spec:
     return root / spec_hash(spec)
 
 
+HEADER_BYTES = 8  # little-endian length of the JSON header that follows
+ALIGN = 64
+
+
+def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """One file: a JSON header (name, dtype, shape, byte offset of each array), then the raw data."""
+    layout = {}
+    position = 0
+    for name, array in arrays.items():
+        array = np.ascontiguousarray(array)
+        layout[name] = {"dtype": array.dtype.str, "shape": list(array.shape), "offset": position}
+        position += -(-array.nbytes // ALIGN) * ALIGN
+    header = json.dumps(layout).encode()
+    start = -(-(HEADER_BYTES + len(header)) // ALIGN) * ALIGN
+    with open(path, "wb") as out:
+        out.write(len(header).to_bytes(HEADER_BYTES, "little"))
+        out.write(header)
+        for name, array in arrays.items():
+            out.seek(start + layout[name]["offset"])
+            out.write(np.ascontiguousarray(array).tobytes())
+        out.truncate(start + position)
+
+
+def map_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a :func:`write_arrays` file as views of one private memory map (no copy)."""
+    with open(path, "rb") as handle:
+        size = int.from_bytes(handle.read(HEADER_BYTES), "little")
+        layout = json.loads(handle.read(size))
+    start = -(-(HEADER_BYTES + size) // ALIGN) * ALIGN
+    mapped = np.memmap(path, dtype=np.uint8, mode="c")  # copy-on-write: writable views, nothing copied
+    arrays = {}
+    for name, entry in layout.items():
+        dtype = np.dtype(entry["dtype"])
+        count = int(np.prod(entry["shape"], dtype=np.int64))
+        first = start + entry["offset"]
+        raw = mapped[first : first + count * dtype.itemsize]
+        arrays[name] = np.ndarray(entry["shape"], dtype=dtype, buffer=raw)
+    return arrays
+
+
 class ChunkCache:
-    """Preprocessed chunks in ``directory``, keyed by file identity and entry range."""
+    """Preprocessed chunks in ``directory``, keyed by file identity and entry range.
+
+    Each chunk is one file read back as a memory map: loading costs no copy, and in ``/dev/shm``
+    the pages are shared by every process that reads the chunk.
+    """
 
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)
 
     def _path(self, chunk) -> Path:
-        return self.directory / f"{chunk.file_id}_{chunk.start}_{chunk.stop}.npz"
+        return self.directory / f"{chunk.file_id}_{chunk.start}_{chunk.stop}.chunk"
 
     def load(self, chunk) -> ChunkData | None:
         """The cached chunk, or None if it is not cached yet."""
         try:
-            with np.load(self._path(chunk), allow_pickle=False) as arrays:
-                return ChunkData.from_arrays({key: arrays[key] for key in arrays.files})
+            return ChunkData.from_arrays(map_arrays(self._path(chunk)))
         except FileNotFoundError:
             return None
 
@@ -87,9 +131,9 @@ class ChunkCache:
         """Cache ``data`` for ``chunk`` (atomically; concurrent writers of the same chunk are harmless)."""
         path = self._path(chunk)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            np.savez(tmp, **data.to_arrays())
+            write_arrays(tmp, data.to_arrays())
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
