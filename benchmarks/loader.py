@@ -125,33 +125,30 @@ def main() -> None:
     cache_root = Path(
         tempfile.mkdtemp(prefix="hepnn-bench-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
     )
+    workers_list = [int(w) for w in args.workers.split(",")]
+
+    def dataset(workers: int, cache_dir=None) -> ChunkedRootDataset:
+        return ChunkedRootDataset(
+            spec,
+            chunks,
+            args.batch_size,
+            shuffle=True,
+            seed=1,
+            buffer_size=cfg["buffer_size"],
+            num_workers=workers,
+            cache_dir=cache_dir,
+        )
+
     try:
-        for workers in [int(w) for w in args.workers.split(",")]:
-            dataset = ChunkedRootDataset(
-                spec,
-                chunks,
-                args.batch_size,
-                shuffle=True,
-                seed=1,
-                buffer_size=cfg["buffer_size"],
-                num_workers=workers,
-            )
-            best = min((time_loader(dataset, workers, e) for e in range(args.repeat)), key=lambda r: r[1])
+        for workers in workers_list:
+            cold = dataset(workers)
+            best = min((time_loader(cold, workers, e) for e in range(args.repeat)), key=lambda r: r[1])
             rows.append(("hepnn cold", str(workers), best))
-        for workers in [int(w) for w in args.workers.split(",")]:
-            dataset = ChunkedRootDataset(
-                spec,
-                chunks,
-                args.batch_size,
-                shuffle=True,
-                seed=1,
-                buffer_size=cfg["buffer_size"],
-                num_workers=workers,
-                cache_dir=cache_root / f"w{workers}",
-            )
-            time_loader(dataset, workers, 0)  # the first epoch fills the cache
+        for workers in workers_list:
+            cached = dataset(workers, cache_root / f"w{workers}")
+            time_loader(cached, workers, 0)  # the first epoch fills the cache
             best = min(
-                (time_loader(dataset, workers, e) for e in range(1, args.repeat + 1)), key=lambda r: r[1]
+                (time_loader(cached, workers, e) for e in range(1, args.repeat + 1)), key=lambda r: r[1]
             )
             rows.append(("hepnn cached (/dev/shm)", str(workers), best))
     finally:

@@ -96,34 +96,12 @@ class BatchBuilder:
         return ChunkData(jagged, columns)
 
     def pad(self, compact: ChunkData) -> dict:
-        """The batch of numpy arrays: padded jagged groups with masks, per-entry columns, observers."""
-        size = len(compact)
-        everything = np.arange(size, dtype=np.int64)
-        batch: dict = {}
-        for layout in self.layouts:
-            group = layout.group
-            if group.name not in compact.jagged:
-                continue
-            out = np.empty((size, len(group.features), group.length), np.float32)
-            mask = np.empty((size, group.length), bool)
-            layout.fill(out, mask, everything, compact.jagged[group.name], everything)
-            batch[group.name] = out
-            batch[group.mask_key] = mask
-        observers = {}
-        for key, values in compact.columns.items():
-            if key.startswith(OBSERVER_PREFIX):
-                observers[key.removeprefix(OBSERVER_PREFIX)] = values
-            else:
-                batch[key] = values
-        if observers:
-            batch["observers"] = observers
-        return batch
+        """The padded batch of all entries of a compact batch (from :meth:`gather`)."""
+        return self.build([(compact, np.arange(len(compact), dtype=np.int64))])
 
     def build(self, parts: Sequence[tuple[ChunkData, np.ndarray]]) -> dict:
-        """The padded batch made of ``rows`` of each ``(chunk, rows)`` part, in that order.
-
-        The same as ``pad(gather(parts))``, filled straight from the chunks.
-        """
+        """The batch of numpy arrays made of ``rows`` of each ``(chunk, rows)`` part, in that order:
+        padded jagged groups with their masks, per-entry columns, and ``observers`` as a dict."""
         sizes = [len(rows) for _, rows in parts]
         starts = np.cumsum([0, *sizes])
         batch: dict = {}
@@ -136,8 +114,15 @@ class BatchBuilder:
                 layout.fill(out, mask, dest, data.jagged[group.name], rows)
             batch[group.name] = out
             batch[group.mask_key] = mask
-        columns = ChunkData({}, self._columns(parts))
-        return {**batch, **self.pad(columns)}
+        observers = {}
+        for key, values in self._columns(parts).items():
+            if key.startswith(OBSERVER_PREFIX):
+                observers[key.removeprefix(OBSERVER_PREFIX)] = values
+            else:
+                batch[key] = values
+        if observers:
+            batch["observers"] = observers
+        return batch
 
     @staticmethod
     def _columns(parts) -> dict[str, np.ndarray]:

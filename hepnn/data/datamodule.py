@@ -198,7 +198,7 @@ class RootDataModule(L.LightningDataModule):
             chunks = plan_chunks(
                 self.split_files[split], self.spec, None if self.per_split_files else split, self.chunk_size
             )
-            counts = count_selected(self.files, chunks, self.spec)
+            counts = count_selected(chunks, self.spec)
             self.datasets[split] = ChunkedRootDataset(
                 self.spec,
                 chunks,

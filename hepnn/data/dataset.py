@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-import awkward as ak
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -137,7 +136,7 @@ class ChunkedRootDataset(IterableDataset):
         tree = self._tree(chunk.path)
         arrays = read_entries(tree, chunk, sorted(self.spec.branches))
         return preprocess_chunk(
-            ak.Array(arrays), self.spec, chunk.file_index, chunk.start, chunk.describe(self.spec.tree)
+            arrays, self.spec, chunk.file_index, chunk.start, chunk.describe(self.spec.tree)
         )
 
     def load(self, piece: Piece) -> ChunkData:

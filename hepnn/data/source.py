@@ -249,7 +249,7 @@ def plan_chunks(
     return chunks
 
 
-def count_selected(files: Sequence[InputFile], chunks: Sequence[Chunk], spec: DataSpec) -> list[int]:
+def count_selected(chunks: Sequence[Chunk], spec: DataSpec) -> list[int]:
     """Entries of each chunk that pass ``data.selection`` (reads only the branches the selection needs)."""
     from hepnn.data.preprocess import selection_mask
 
