@@ -178,6 +178,57 @@ def test_shuffling_changes_order_but_not_content(event_files):
     assert [epochs[0][k][1] for k in epochs[0]] != [epochs[1][k][1] for k in epochs[0]]  # other order
 
 
+def test_workers_deliver_the_same_values_as_the_main_process(event_files):
+    """Per entry, every array of the batches agrees with and without workers (the order differs:
+    entries are dealt to workers), and batches kept by the caller stay intact."""
+    rows = {}
+    for workers in (0, 2):
+        dm = RootDataModule(**event_config(f"{event_files}/*.root", num_workers=workers, batch_size=16))
+        dm.setup()
+        batches = list(dm.train_dataloader())  # more batches per worker than shared-memory slots
+        assert len(batches) > 2 * 6
+        table = {}
+        for b in batches:
+            for row, key in enumerate(zip(b["file_index"].tolist(), b["entry"].tolist(), strict=True)):
+                table[key] = {
+                    "jets": b["jets"][row].numpy().copy(),
+                    "jet_mask": b["jet_mask"][row].numpy().copy(),
+                    "event": b["event"][row].numpy().copy(),
+                    "label": b["label"][row].item(),
+                    "targets": b["targets"][row].numpy().copy(),
+                    "weight": b["weight"][row].item(),
+                    "MET_pt": b["observers"]["MET_pt"][row].item(),
+                }
+        rows[workers] = table
+    assert rows[0].keys() == rows[2].keys()
+    for key, values in rows[0].items():
+        for name, value in values.items():
+            np.testing.assert_array_equal(rows[2][key][name], value, err_msg=f"{name} of entry {key}")
+
+
+def test_open_files_are_bounded_and_reopened_when_needed(event_files, monkeypatch):
+    from hepnn.data import dataset
+
+    def epochs(dm):
+        dm.setup()
+        batches = []
+        for epoch in range(2):
+            dm.datasets["train"].set_epoch(epoch)
+            batches += all_batches(dm, "train")
+        return batches
+
+    unbounded = RootDataModule(**event_config(f"{event_files}/*.root"))
+    reference = epochs(unbounded)
+    n_files = len({c.path for c in unbounded.datasets["train"].chunks})
+    assert n_files > 2 and len(unbounded.datasets["train"]._trees) == n_files
+    monkeypatch.setattr(dataset, "MAX_OPEN_FILES", 2)
+    bounded = RootDataModule(**event_config(f"{event_files}/*.root"))
+    for a, b in zip(reference, epochs(bounded), strict=True):
+        np.testing.assert_array_equal(a["jets"].numpy(), b["jets"].numpy())
+        np.testing.assert_array_equal(a["entry"].numpy(), b["entry"].numpy())
+    assert len(bounded.datasets["train"]._trees) == 2
+
+
 @pytest.mark.parametrize("mode", ["memory", "disk"])
 def test_chunk_cache_gives_the_same_batches(event_files, tmp_path, mode):
     plain = RootDataModule(**event_config(f"{event_files}/*.root"))

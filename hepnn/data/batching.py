@@ -3,22 +3,23 @@
 Jagged groups are padded, clipped to length, standardised and clipped in value in one compiled
 pass (numba) that writes every output element exactly once: ``(B, C, length)`` float32 plus a
 ``(B, length)`` boolean mask. Per-entry columns are gathered with numpy fancy indexing.
-Observers come out as the nested dict ``batch["observers"]``. Batches are built as numpy arrays:
-DataLoader workers send them through a pipe in one piece, which costs less than sharing each
-torch tensor's memory separately; :func:`to_torch` turns them into tensors in the main process
-(see :class:`hepnn.data.loader.BatchLoader`).
+Batches are built as numpy arrays, in memory the caller may provide (DataLoader workers build
+them in shared memory, see :mod:`hepnn.data.handoff`); :func:`nest_observers` and
+:func:`to_torch` make them the dict of tensors the tasks receive.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
-from hepnn.data.kernels import fill_padded, gather_segments
+from hepnn.data.kernels import fill_padded
 from hepnn.data.preprocess import OBSERVER_PREFIX, ChunkData, JaggedColumns
 from hepnn.data.spec import DataSpec, InputGroup
+
+Allocator = Callable[[str, tuple, np.dtype], np.ndarray] | None
 
 
 class GroupLayout:
@@ -54,82 +55,56 @@ class GroupLayout:
         )
 
 
-def gather_rows(data: JaggedColumns, rows: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """The elements of entries ``rows`` (at most the first ``length`` of each), with their counts."""
-    rows = np.ascontiguousarray(rows, dtype=np.int64)
-    counts = np.minimum(data.offsets[rows + 1] - data.offsets[rows], length)
-    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    out = np.empty((offsets[-1], data.values.shape[1]), dtype=np.float32)
-    gather_segments(np.ascontiguousarray(data.values, dtype=np.float32), data.offsets, rows, out, offsets)
-    return out, counts
-
-
 class BatchBuilder:
-    """Builds batches (dicts of numpy arrays) for a spec, in two steps.
-
-    :meth:`gather` collects the chosen entries in the compact form (a :class:`ChunkData`: jagged
-    groups as flat element arrays, at most ``length`` elements per entry); :meth:`pad` turns
-    that into the padded, standardised arrays. DataLoader workers send the compact form, about a
-    third of the padded size, and the loader pads in the main process (see
-    :class:`hepnn.data.loader.BatchLoader`).
-    """
+    """Builds the batches (dicts of numpy arrays) of a spec from rows of preprocessed chunks."""
 
     def __init__(self, spec: DataSpec):
         self.layouts = [GroupLayout(g) for g in spec.inputs if g.jagged]
 
-    def gather(self, parts: Sequence[tuple[ChunkData, np.ndarray]]) -> ChunkData:
-        """The entries ``rows`` of each ``(chunk, rows)`` part, in that order, in compact form."""
-        jagged = {}
-        for layout in self.layouts:
-            name = layout.group.name
-            pieces = [gather_rows(data.jagged[name], rows, layout.group.length) for data, rows in parts]
-            counts = np.concatenate([c for _, c in pieces])
-            offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-            np.cumsum(counts, out=offsets[1:])
-            values = np.concatenate([v for v, _ in pieces]) if len(pieces) > 1 else pieces[0][0]
-            jagged[name] = JaggedColumns(values, offsets)
-        columns = {
-            key: np.concatenate([data.columns[key][rows] for data, rows in parts])
-            for key in parts[0][0].columns
-        }
-        return ChunkData(jagged, columns)
+    def build(self, parts: Sequence[tuple[ChunkData, np.ndarray]], allocate: Allocator = None) -> dict:
+        """The batch made of ``rows`` of each ``(chunk, rows)`` part, in that order, as a flat dict
+        of numpy arrays: padded jagged groups with their masks, and the per-entry columns
+        (observers under ``observers/<name>``; :func:`nest_observers` makes them a dict).
 
-    def pad(self, compact: ChunkData) -> dict:
-        """The padded batch of all entries of a compact batch (from :meth:`gather`)."""
-        return self.build([(compact, np.arange(len(compact), dtype=np.int64))])
-
-    def build(self, parts: Sequence[tuple[ChunkData, np.ndarray]]) -> dict:
-        """The batch of numpy arrays made of ``rows`` of each ``(chunk, rows)`` part, in that order:
-        padded jagged groups with their masks, per-entry columns, and ``observers`` as a dict."""
+        ``allocate(key, shape, dtype)`` creates each output array (default: ``np.empty``), so a
+        DataLoader worker can build the batch directly in shared memory.
+        """
+        allocate = allocate or _allocate_empty
         sizes = [len(rows) for _, rows in parts]
         starts = np.cumsum([0, *sizes])
-        batch: dict = {}
+        batch: dict[str, np.ndarray] = {}
         for layout in self.layouts:
             group = layout.group
-            out = np.empty((starts[-1], len(group.features), group.length), np.float32)
-            mask = np.empty((starts[-1], group.length), bool)
+            out = allocate(group.name, (starts[-1], len(group.features), group.length), np.float32)
+            mask = allocate(group.mask_key, (starts[-1], group.length), np.bool_)
             for (data, rows), start, stop in zip(parts, starts[:-1], starts[1:], strict=True):
                 dest = np.arange(start, stop, dtype=np.int64)
                 layout.fill(out, mask, dest, data.jagged[group.name], rows)
             batch[group.name] = out
             batch[group.mask_key] = mask
-        observers = {}
-        for key, values in self._columns(parts).items():
-            if key.startswith(OBSERVER_PREFIX):
-                observers[key.removeprefix(OBSERVER_PREFIX)] = values
-            else:
-                batch[key] = values
-        if observers:
-            batch["observers"] = observers
+        for key, first in parts[0][0].columns.items():
+            out = allocate(key, (starts[-1], *first.shape[1:]), first.dtype)
+            np.concatenate([data.columns[key][rows] for data, rows in parts], out=out)
+            batch[key] = out
         return batch
 
-    @staticmethod
-    def _columns(parts) -> dict[str, np.ndarray]:
-        return {
-            key: np.concatenate([data.columns[key][rows] for data, rows in parts])
-            for key in parts[0][0].columns
-        }
+
+def _allocate_empty(key: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    return np.empty(shape, dtype)
+
+
+def nest_observers(batch: dict) -> dict:
+    """The flat batch with its ``observers/<name>`` columns moved to ``batch["observers"]``."""
+    nested: dict = {}
+    observers = {}
+    for key, values in batch.items():
+        if key.startswith(OBSERVER_PREFIX):
+            observers[key.removeprefix(OBSERVER_PREFIX)] = values
+        else:
+            nested[key] = values
+    if observers:
+        nested["observers"] = observers
+    return nested
 
 
 def to_torch(batch: dict, pin_memory: bool = False) -> dict:

@@ -17,19 +17,23 @@ chunks instead of reading ROOT.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from hepnn.data.batching import BatchBuilder
+from hepnn.data.batching import BatchBuilder, nest_observers
 from hepnn.data.cache import ChunkCache
+from hepnn.data.handoff import BatchHandoff
 from hepnn.data.preprocess import ChunkData, preprocess_chunk
 from hepnn.data.sharding import Piece, batch_plan, deal
 from hepnn.data.source import Chunk, DataInputError, open_tree, read_entries
 from hepnn.data.spec import DataSpec
 from hepnn.errors import ConfigError
+
+MAX_OPEN_FILES = 32  # per process; each open file holds a file descriptor and a memory map
 
 
 def distributed_rank_and_size() -> tuple[int, int]:
@@ -84,15 +88,15 @@ class ChunkedRootDataset(IterableDataset):
         self.num_workers = num_workers
         self.cache = ChunkCache(cache_dir) if cache_dir else None
         self.epoch = 0
-        # True: yield compact batches (a ChunkData) for BatchLoader to pad in the main process
-        self.compact_batches = False
+        # set by BatchLoader for its workers: build batches in shared memory, yield SharedBatch
+        self.handoff: BatchHandoff | None = None
         # (global rank, world size) to read for; None: from torch.distributed
         self.process_position: tuple[int, int] | None = None
-        self._trees: dict[str, object] = {}
+        self._trees: OrderedDict[str, object] = OrderedDict()  # open trees, least recently used first
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_trees"] = {}
+        state["_trees"] = OrderedDict()
         return state
 
     def position(self) -> tuple[int, int]:
@@ -130,6 +134,11 @@ class ChunkedRootDataset(IterableDataset):
         tree = self._trees.get(path)
         if tree is None:
             tree = self._trees[path] = open_tree(path, self.spec.tree)
+            if len(self._trees) > MAX_OPEN_FILES:
+                _, oldest = self._trees.popitem(last=False)
+                oldest.file.close()
+        else:
+            self._trees.move_to_end(path)
         return tree
 
     def _read(self, chunk: Chunk) -> ChunkData:
@@ -172,6 +181,7 @@ class ChunkedRootDataset(IterableDataset):
         yield from self._batches(pieces[rank][worker], sizes[rank][worker], rank, worker)
 
     def _batches(self, pieces: list[Piece], sizes: list[int], rank: int, worker: int):
+        """This worker's batches: padded numpy dicts, or :class:`SharedBatch` messages."""
         builder = BatchBuilder(self.spec)
         rng = np.random.default_rng([self.seed, self.epoch, rank, worker])
         stores: dict[int, ChunkData] = {}
@@ -204,4 +214,7 @@ class ChunkedRootDataset(IterableDataset):
         for store_id in np.unique(store_ids):
             picked = store_ids == store_id
             parts.append((stores[int(store_id)], rows[picked]))
-        return builder.gather(parts) if self.compact_batches else builder.build(parts)
+        if self.handoff is not None:
+            worker = get_worker_info().id
+            return self.handoff.publish(worker, lambda allocate: builder.build(parts, allocate))
+        return nest_observers(builder.build(parts))

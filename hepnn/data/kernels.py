@@ -59,16 +59,3 @@ def fill_padded(out, mask, dest, values, offsets, rows, center, inv_scale, low, 
                 out[b, c, j] = min(max(x, lo), hi)
             for j in range(n, length):
                 out[b, c, j] = pad_value
-
-
-GATHER_SIGNATURE = "void(float32[:, ::1], int64[::1], int64[::1], float32[:, ::1], int64[::1])"
-
-
-@numba.njit(GATHER_SIGNATURE, cache=True, nogil=True)
-def gather_segments(values, offsets, rows, out, out_offsets):
-    """Copy the first ``out_offsets[k + 1] - out_offsets[k]`` elements of entry ``rows[k]`` to ``out``."""
-    for k in range(rows.shape[0]):
-        source = offsets[rows[k]]
-        target = out_offsets[k]
-        for i in range(out_offsets[k + 1] - target):
-            out[target + i, :] = values[source + i, :]

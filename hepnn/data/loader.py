@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 from torch.utils.data import DataLoader, IterableDataset
 
-from hepnn.data.batching import BatchBuilder, to_torch
+from hepnn.data.batching import nest_observers, to_torch
 from hepnn.data.dataset import ChunkedRootDataset
-from hepnn.data.preprocess import ChunkData
+from hepnn.data.handoff import BatchHandoff, SharedBatch
 
 
 @functools.cache
@@ -35,10 +35,9 @@ def keep_as_is(batch):
 class BatchLoader(DataLoader):
     """A DataLoader (``batch_size=None``) for :class:`~hepnn.data.dataset.ChunkedRootDataset`.
 
-    Workers send each batch in compact form (jagged groups as flat element arrays, pickled
-    through the worker pipe in one piece); here, in the main process, it is padded and turned
-    into tensors. That moves about a third of the bytes of padded batches and avoids sharing the
-    memory of every tensor one by one, which is what a plain DataLoader does.
+    With workers, each builds its batches directly in a ring of shared-memory slots and sends
+    only where they lie (:mod:`hepnn.data.handoff`); here, in the main process, each batch is
+    copied out of its slot and turned into tensors. Without workers, batches are built here.
     """
 
     def __init__(
@@ -62,27 +61,30 @@ class BatchLoader(DataLoader):
 
     def __iter__(self) -> Iterator[dict]:
         dataset = self.dataset
-        ours = self.num_workers > 0 and isinstance(dataset, ChunkedRootDataset)
-        builder = BatchBuilder(dataset.spec) if ours else None
-        if ours:
+        handoff = None
+        if self.num_workers > 0 and isinstance(dataset, ChunkedRootDataset):
+            # slots per worker: more than the batches a worker may have in flight
+            handoff = BatchHandoff(self.num_workers, (self.prefetch_factor or 2) + 2, dataset.batch_size)
             # What workers must know from this process, read when they receive the dataset below:
             # they are not forked from it, so they cannot ask torch.distributed for the rank.
             position = dataset.process_position
             dataset.process_position = dataset.position()
-            dataset.compact_batches = True
+            dataset.handoff = handoff
         try:
             iterator = super().__iter__()
         finally:
-            if ours:
+            if handoff is not None:
                 dataset.process_position = position
-                dataset.compact_batches = False
+                dataset.handoff = None
         try:
             for batch in iterator:
-                if isinstance(batch, ChunkData):
-                    batch = builder.pad(batch)
+                if isinstance(batch, SharedBatch):
+                    batch = nest_observers(handoff.receive(batch))
                 yield to_torch(batch, self.pin_memory)
         finally:
             # a loop that stops early (limit_*_batches) must not leave worker processes behind
+            if handoff is not None:
+                handoff.stop()
             shutdown = getattr(iterator, "_shutdown_workers", None)
             if shutdown is not None:
                 shutdown()

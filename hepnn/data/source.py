@@ -98,9 +98,15 @@ def resolve_files(patterns: str | Sequence[str], key: str = "data.files") -> lis
 
 
 def open_file(path: str):
-    """The open ROOT file ``path`` (local or remote), with errors naming it."""
+    """The open ROOT file ``path`` (local or remote), with errors naming it.
+
+    Local files are memory-mapped (uproot 5.7's default for them, fsspec, reads the same bytes
+    about 1.5x slower through a thread). uproot's array cache is off: the loader reads each
+    basket once per epoch, and that cache would hold up to 100 MB per open file.
+    """
+    options = uproot_open_options(path) if is_remote(path) else {"handler": uproot.source.file.MemmapSource}
     try:
-        return uproot.open(path, **uproot_open_options(path))
+        return uproot.open(path, array_cache=None, **options)
     except FileNotFoundError:
         raise DataInputError(f"input file {path} does not exist") from None
     except InputError:
