@@ -85,15 +85,34 @@ def classification_summary(
     """Accuracy, signal-vs-rest AUC and 1/eps_B at fixed eps_S, and one-vs-rest AUC of every class.
 
     ``probabilities`` is ``(N, K)``; the signal score is the signal class's probability.
-    Keys: ``acc``, ``auc``, ``rej<100*eps_S>`` (e.g. ``rej30``), ``auc_<class>`` for K > 2.
+    Keys: ``acc``, ``auc``, ``rej<100*eps_S>`` (e.g. ``rej30``), ``auc_<class>`` for K > 2;
+    NaN where the entries lack a class the figure needs.
     """
     probabilities = np.asarray(probabilities)
     labels = np.asarray(labels)
     s = list(classes).index(signal_class)
-    out = {"acc": accuracy(probabilities, labels), "auc": roc_auc(probabilities[:, s], labels == s)}
+    out = {"acc": accuracy(probabilities, labels), "auc": _auc_or_nan(probabilities[:, s], labels == s)}
     for eff in signal_efficiencies:
-        out[f"rej{round(100 * eff)}"] = background_rejection(probabilities[:, s], labels == s, eff)
+        is_signal = labels == s
+        both = is_signal.any() and not is_signal.all()
+        out[f"rej{round(100 * eff)}"] = (
+            background_rejection(probabilities[:, s], is_signal, eff) if both else float("nan")
+        )
     if len(classes) > 2:
         for k, name in enumerate(classes):
-            out[f"auc_{name}"] = roc_auc(probabilities[:, k], labels == k)
+            out[f"auc_{name}"] = _auc_or_nan(probabilities[:, k], labels == k)
     return out
+
+
+def _auc_or_nan(scores, is_signal) -> float:
+    """The AUC, or NaN where one side is missing (e.g. a class absent from a small test set)."""
+    return roc_auc(scores, is_signal) if is_signal.any() and not is_signal.all() else float("nan")
+
+
+def confusion_matrix(probabilities, labels, n_classes: int) -> np.ndarray:
+    """Counts ``(K, K)``: row = true class, column = most probable class."""
+    predicted = np.asarray(probabilities).argmax(axis=1)
+    labels = np.asarray(labels)
+    return np.bincount(labels * n_classes + predicted, minlength=n_classes * n_classes).reshape(
+        n_classes, n_classes
+    )

@@ -30,20 +30,44 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def _tree_columns(columns: Mapping[str, np.ndarray | ak.Array]) -> dict[str, np.ndarray | ak.Array]:
     """Columns as uproot writes them: flat arrays as they are, jagged ``<prefix>_<field>`` columns
-    zipped into one record array per prefix (so they share the counter branch ``n<prefix>``)."""
+    zipped into one record array per collection (so they share the counter branch ``n<prefix>``).
+
+    The collection is the text before the first ``_`` (``part_px`` -> ``part``). Columns of one
+    prefix with different list lengths are split by the first two parts of their names
+    (``cell_ecal_deta`` -> ``cell_ecal``, ``cell_hcal_deta`` -> ``cell_hcal``).
+    """
     out: dict[str, np.ndarray | ak.Array] = {}
-    jagged_groups: dict[str, dict[str, ak.Array]] = {}
+    by_prefix: dict[str, dict[str, ak.Array]] = {}
     for name, values in columns.items():
         if isinstance(values, ak.Array) and values.ndim == 2:
             prefix, _, field = name.partition("_")
             if not field:
                 raise ValueError(f"jagged column {name!r} needs a 'prefix_field' name to share a counter")
-            jagged_groups.setdefault(prefix, {})[field] = values
+            by_prefix.setdefault(prefix, {})[name] = values
         else:
             out[name] = np.asarray(values)
-    for prefix, fields in jagged_groups.items():
-        out[prefix] = ak.zip(fields)
+    for prefix, named in by_prefix.items():
+        groups = {prefix: named}
+        if not _same_lengths(named.values()):
+            groups = {}
+            for name, values in named.items():
+                parts = name.split("_")
+                if len(parts) < 3:
+                    raise ValueError(
+                        f"jagged column {name!r} has other list lengths than other '{prefix}_*' columns; "
+                        f"name collections of their own as '{prefix}_<collection>_<field>'"
+                    )
+                groups.setdefault(f"{parts[0]}_{parts[1]}", {})[name] = values
+        for collection, members in groups.items():
+            if not _same_lengths(members.values()):
+                raise ValueError(f"the jagged columns {sorted(members)} must have equal list lengths")
+            out[collection] = ak.zip({name[len(collection) + 1 :]: v for name, v in members.items()})
     return out
+
+
+def _same_lengths(arrays) -> bool:
+    counts = [ak.to_numpy(ak.num(a, axis=1)) for a in arrays]
+    return all(np.array_equal(counts[0], c) for c in counts[1:])
 
 
 def _branch_types(columns: Mapping[str, np.ndarray | ak.Array]) -> dict[str, object]:
@@ -64,7 +88,8 @@ def write_tree(
     """Write ``columns`` (equal-length flat or jagged arrays) as a TTree, atomically.
 
     Jagged columns named ``<prefix>_<field>`` become ``<prefix>_<field>`` branches with a shared
-    counter ``n<prefix>`` (e.g. ``part_px`` with ``npart``), as in the JetClass files.
+    counter ``n<prefix>`` (e.g. ``part_px`` with ``npart``), as in the JetClass files; see
+    :func:`_tree_columns` for collections of one prefix with other list lengths.
     ``metadata`` strings are stored as ``TObjString`` objects next to the tree. Every
     ``basket_entries`` entries start a new basket (cluster), compressed with ``compression``
     (default ZLIB level 1).

@@ -13,7 +13,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from hepnn.callbacks import RootPredictionWriter
+from hepnn.callbacks import RootPredictionWriter, TrainingThroughput
 from hepnn.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,13 @@ def train(cfg: DictConfig) -> dict:
         trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt)
 
     writer = next((c for c in trainer.callbacks if isinstance(c, RootPredictionWriter)), None)
+    throughput = next((c for c in trainer.callbacks if isinstance(c, TrainingThroughput)), None)
     summary = {
         **{k: _as_float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")},
         **{k: _as_float(v) for k, v in trainer.callback_metrics.items() if k.endswith("/nonfinite_replaced")},
         **(datamodule.summary() if hasattr(datamodule, "summary") else {}),
+        **_test_extras(model),
+        **_throughput(throughput),
         "parameters": model.n_parameters,
         "epochs": trainer.current_epoch,
         "wall_seconds": round(time.perf_counter() - start, 1),
@@ -102,6 +105,22 @@ def train(cfg: DictConfig) -> dict:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         print(format_summary(summary))
     return summary
+
+
+def _test_extras(model) -> dict:
+    """Figures of the test step that are not scalars logged to Lightning (e.g. the confusion matrix)."""
+    extras = getattr(model, "test_extras", None)
+    return dict(extras) if extras else {}
+
+
+def _throughput(callback: TrainingThroughput | None) -> dict:
+    """Training entries per second: first epoch (reads ROOT) and last epoch."""
+    if callback is None or not callback.rates:
+        return {}
+    return {
+        "train/entries_per_second_first_epoch": round(callback.rates[0], 1),
+        "train/entries_per_second": round(callback.rates[-1], 1),
+    }
 
 
 def _as_float(value) -> float:
@@ -122,11 +141,17 @@ def format_summary(summary: dict) -> str:
         ("test accuracy", summary.get("test/acc")),
         ("1/eps_B at eps_S = 0.3", summary.get("test/rej30")),
         ("1/eps_B at eps_S = 0.5", summary.get("test/rej50")),
+        *[
+            (f"test AUC {k.removeprefix('test/auc_')} vs rest", v)
+            for k, v in summary.items()
+            if k.startswith("test/auc_")
+        ],
         ("test loss", summary.get("test/loss")),
         ("input files", summary.get("data/files")),
         ("unreadable files skipped", summary.get("data/skipped_files")),
         ("NaN/inf values replaced (test)", summary.get("test/nonfinite_replaced")),
         ("trainable parameters", summary.get("parameters")),
+        ("training entries/s (last epoch)", summary.get("train/entries_per_second")),
         ("epochs trained", summary.get("epochs")),
         ("wall time [s]", f"{summary['wall_seconds']:.0f}"),
         ("output directory", summary.get("output_dir")),

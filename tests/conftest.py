@@ -48,6 +48,45 @@ def jet_sample(tmp_path_factory) -> Path:
     return out
 
 
+def compose_generate(sample: str, output_dir: Path, *overrides: str) -> SampleConfig:
+    """The ``generate=<sample>`` configuration (as ``python -m hepnn.generate`` composes it)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from hepnn.utils.config import register_resolvers
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            "generate", overrides=[f"generate={sample}", f"generate.output_dir={output_dir}", *overrides]
+        )
+        values = OmegaConf.to_container(cfg.generate, resolve=True)
+    return SampleConfig.from_dict(values)
+
+
+@pytest.fixture(scope="session")
+def qg_sample(tmp_path_factory) -> Path:
+    """120 quark and 120 gluon jets of the ``generate=qg`` configuration (one file each)."""
+    out = tmp_path_factory.mktemp("qg")
+    n_jets = [f"generate.processes.{p}.n_jets=120" for p in ("zjet_q", "zjet_g")]
+    cfg = compose_generate("qg", out, *n_jets, "generate.jets_per_file=120", "generate.workers=2")
+    generate_sample(cfg, progress_bar=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def jets4_sample(tmp_path_factory) -> Path:
+    """300 W and 300 Z jets, 30 top and 30 QCD jets of the ``generate=jets4`` configuration."""
+    out = tmp_path_factory.mktemp("jets4")
+    n_jets = {"qcd": 30, "ttbar": 30, "wqq": 300, "zqq": 300}
+    overrides = [f"generate.processes.{p}.n_jets={n}" for p, n in n_jets.items()]
+    cfg = compose_generate("jets4", out, *overrides, "generate.jets_per_file=300", "generate.workers=2")
+    generate_sample(cfg, progress_bar=False)
+    return out
+
+
 def run_module(module: str, *overrides: str, cwd: Path, timeout: int = 600, check: bool = True):
     """Run ``python -m <module> <overrides>`` as a user would; returns the CompletedProcess."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

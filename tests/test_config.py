@@ -28,7 +28,12 @@ def test_every_experiment_composes_and_builds_its_model(experiment):
 def test_every_group_option_composes(group, tmp_path):
     for option in presets(group):
         choice = f"{group}={option}" if group != "generate" else f"generate@data.generate={option}"
-        cfg = compose_train(choice, f"paths.output_dir={tmp_path}")
+        extra = []
+        if group == "data" and option.endswith("_image"):
+            extra = ["model=cnn"]  # the default net (a PFN) reads particles, which image configs drop
+        if group == "model" and option in ("cnn", "resnet"):
+            extra = ["data=toptag_image"]
+        cfg = compose_train(choice, *extra, f"paths.output_dir={tmp_path}")
         for key in ("trainer", "data", "model", "callbacks", "logger"):
             OmegaConf.to_container(cfg[key], resolve=True)
 

@@ -90,3 +90,61 @@ def test_objects_stay_with_their_event_and_seeds_reproduce():
     assert np.array_equal(a.energy, b.energy)
     # the first event's photon is not merged with the second event's one in the same cell
     assert a.energy[0] == pytest.approx(20 * np.cosh(0.1), rel=0.1)
+
+
+def test_calorimeter_cells_see_every_particle_reaching_the_calorimeter():
+    # a tracked pion and a neutron share an HCAL cell; a tracked electron and a photon hit the ECAL;
+    # a muon, a neutrino, a 0.3 GeV pion (curls up) and a photon at eta 3.5 leave no cell
+    parts = [
+        particle(20, 0.51, 0.51, 0.1396),
+        particle(15, 0.52, 0.52, 0.9396),
+        particle(30, -1.0, 2.0, 0.000511),
+        particle(10, 1.5, -2.0),
+        particle(40, 0.0, 1.0, 0.1057),
+        particle(50, 0.0, -1.0),
+        particle(0.3, -0.5, 0.0, 0.1396),
+        particle(25, 3.5, 0.0),
+    ]
+    out = run(parts, [211, 2112, 11, 22, 13, 12, -211, 22], [1, 0, -1, 0, -1, 0, -1, 0], PERFECT)
+    assert out.hcal.counts.tolist() == [1] and out.ecal.counts.tolist() == [2]
+    assert out.hcal.energy[0] == pytest.approx(parts[0][3] + parts[1][3])
+    assert sorted(out.ecal.energy) == pytest.approx(sorted([parts[2][3], parts[3][3]]))
+    # cell centres on the grids (eta from -3 in steps of 0.025 / 0.1, phi from -pi in 2 pi / n)
+    assert out.hcal.eta[0] == pytest.approx(0.55) and out.hcal.phi[0] == pytest.approx(
+        -np.pi + 36.5 * 2 * np.pi / 63
+    )
+    # particle flow is unchanged: the tracked pion is a track, only the neutron is in an HCAL object
+    assert out.energy[out.kind == detector.KIND_NEUTRAL_HADRON].tolist() == pytest.approx([parts[1][3]])
+    assert out.energy[out.kind == detector.KIND_PHOTON].tolist() == pytest.approx([parts[3][3]])
+    assert sorted(out.kind[out.charge != 0].tolist()) == [
+        detector.KIND_CHARGED_HADRON,
+        detector.KIND_ELECTRON,
+        detector.KIND_MUON,
+    ]
+
+
+def test_measured_cells_share_smearing_and_threshold_with_particle_flow_cells():
+    # nothing is tracked: the particle-flow cells are exactly the measured cells
+    cfg = DetectorConfig(
+        track_efficiency_central=0.0, track_efficiency_low_pt=0.0, track_efficiency_forward=0.0
+    )
+    rng = np.random.default_rng(3)
+    n = 400
+    parts = [
+        particle(pt, eta, phi, 0.1396)
+        for pt, eta, phi in zip(
+            rng.uniform(0.6, 30, n), rng.uniform(-2, 2, n), rng.uniform(-3, 3, n), strict=True
+        )
+    ]
+    ids = rng.choice([211, 22, 2112, 11], n)
+    charges = np.where(ids == 211, 1, np.where(ids == 11, -1, 0))
+    out = run(parts, ids, charges, cfg, seed=5, counts=[150, 250])
+    assert out.ecal.counts.sum() + out.hcal.counts.sum() == len(out.energy)
+    for cells, kind in ((out.ecal, detector.KIND_PHOTON), (out.hcal, detector.KIND_NEUTRAL_HADRON)):
+        pf = out.energy[out.kind == kind]
+        assert np.sort(cells.energy) == pytest.approx(np.sort(pf))
+        assert np.all(cells.energy > (0.5 if kind == detector.KIND_PHOTON else 1.0))
+    counts = np.bincount(np.repeat([0, 1], out.counts), minlength=2)
+    assert (out.ecal.counts + out.hcal.counts).tolist() == counts.tolist()
+    # smeared: the summed cell energy is not the summed deposited energy
+    assert not np.isclose(out.ecal.energy.sum() + out.hcal.energy.sum(), sum(p[3] for p in parts))

@@ -394,3 +394,26 @@ def test_uneven_ranks_get_equal_batch_counts():
         assert all(0 < s <= 8 for rank in sizes for w in rank for s in w)
     with pytest.raises(ConfigError, match="too few for the 2 batches"):
         batch_plan([[1, 1], [1, 0]], batch_size=8)
+
+
+def test_recurrent_net_on_jets_in_events_ignores_the_padding(event_files):
+    """JetSequenceRNN over an event-level collection (the jets of NanoAOD-like events, hardest
+    last): the same events give the same outputs whatever the padded length."""
+    import torch
+
+    from hepnn.nets.sequence import JetSequenceRNN
+
+    torch.manual_seed(0)
+    net = JetSequenceRNN(in_channels=2, n_outputs=2, cell="gru", hidden=16, bidirectional=True).eval()
+    outputs = []
+    for length in (6, 10):
+        jets = {"length": length, "order": {"by": "Jet_pt", "descending": False}}
+        cfg = event_config(f"{event_files}/*.root")
+        cfg["inputs"]["jets"] = {**cfg["inputs"]["jets"], **jets}
+        dm = RootDataModule(**cfg)
+        dm.setup()
+        batches = all_batches(dm, "test")
+        with torch.no_grad():
+            outputs.append(torch.cat([net(b["jets"], b["jet_mask"]) for b in batches]))
+        assert max(int(b["jet_mask"].sum(dim=1).max()) for b in batches) == 6  # the most jets in an event
+    torch.testing.assert_close(outputs[0], outputs[1])

@@ -55,19 +55,67 @@ class GroupLayout:
         )
 
 
+def gather_elements(data: JaggedColumns, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The elements of entries ``rows`` (all of them, in that order) and their offsets."""
+    starts = data.offsets[rows]
+    counts = data.offsets[rows + 1] - starts
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    index = np.arange(offsets[-1], dtype=np.int64) + np.repeat(starts - offsets[:-1], counts)
+    return data.values[index], offsets
+
+
+class ImageLayout:
+    """Pixelises the preprocessed elements of an image group (see :mod:`hepnn.data.images`)."""
+
+    def __init__(self, group: InputGroup):
+        from hepnn.data.images import ImageGrid
+
+        image = group.image
+        self.group = group
+        self.image = image
+        self.grid = ImageGrid(image.n_eta, image.n_phi, image.eta_range, image.phi_range)
+        self.shape = (len(image.channels), image.n_eta, image.n_phi)
+
+    def fill(self, out: np.ndarray, data: JaggedColumns, rows: np.ndarray) -> None:
+        from hepnn.data.images import pixelize
+
+        elements, offsets = gather_elements(data, rows)
+        eta, phi, intensity, channel = elements.T
+        pixelize(eta, phi, intensity, channel.astype(np.int64), offsets, self.grid, self.shape[0], out=out)
+
+    def finish(self, images: np.ndarray, rng: np.random.Generator | None) -> None:
+        """Normalise; with ``rng`` (training batches), apply the configured random flips."""
+        from hepnn.data.images import normalize_images, random_flips
+
+        if self.image.normalize:
+            normalize_images(images)
+        if rng is not None and (self.image.augment_flip_eta or self.image.augment_flip_phi):
+            random_flips(
+                images, rng, flip_eta=self.image.augment_flip_eta, flip_phi=self.image.augment_flip_phi
+            )
+
+
 class BatchBuilder:
     """Builds the batches (dicts of numpy arrays) of a spec from rows of preprocessed chunks."""
 
     def __init__(self, spec: DataSpec):
         self.layouts = [GroupLayout(g) for g in spec.inputs if g.jagged]
+        self.images = [ImageLayout(g) for g in spec.inputs if g.image is not None]
 
-    def build(self, parts: Sequence[tuple[ChunkData, np.ndarray]], allocate: Allocator = None) -> dict:
+    def build(
+        self,
+        parts: Sequence[tuple[ChunkData, np.ndarray]],
+        allocate: Allocator = None,
+        augment: np.random.Generator | None = None,
+    ) -> dict:
         """The batch made of ``rows`` of each ``(chunk, rows)`` part, in that order, as a flat dict
         of numpy arrays: padded jagged groups with their masks, and the per-entry columns
         (observers under ``observers/<name>``; :func:`nest_observers` makes them a dict).
 
         ``allocate(key, shape, dtype)`` creates each output array (default: ``np.empty``), so a
-        DataLoader worker can build the batch directly in shared memory.
+        DataLoader worker can build the batch directly in shared memory. ``augment``: the random
+        generator of training-time augmentation (image flips); None for none.
         """
         allocate = allocate or _allocate_empty
         sizes = [len(rows) for _, rows in parts]
@@ -82,6 +130,12 @@ class BatchBuilder:
                 layout.fill(out, mask, dest, data.jagged[group.name], rows)
             batch[group.name] = out
             batch[group.mask_key] = mask
+        for layout in self.images:
+            images = allocate(layout.group.name, (starts[-1], *layout.shape), np.float32)
+            for (data, rows), start, stop in zip(parts, starts[:-1], starts[1:], strict=True):
+                layout.fill(images[start:stop], data.jagged[layout.group.name], rows)
+            layout.finish(images, augment)
+            batch[layout.group.name] = images
         for key, first in parts[0][0].columns.items():
             out = allocate(key, (starts[-1], *first.shape[1:]), first.dtype)
             np.concatenate([data.columns[key][rows] for data, rows in parts], out=out)

@@ -204,6 +204,7 @@ class RootDataModule(L.LightningDataModule):
                 chunks,
                 self.batch_size if split == "train" else self.eval_batch_size,
                 shuffle=split == "train",
+                augment=split == "train",
                 seed=self.seed,
                 buffer_size=self.buffer_size,
                 num_workers=self.num_workers,

@@ -72,6 +72,7 @@ class ChunkedRootDataset(IterableDataset):
         num_workers: int,
         counts: Sequence[int] | None = None,
         cache_dir=None,
+        augment: bool = False,
     ):
         super().__init__()
         if batch_size < 1:
@@ -83,6 +84,7 @@ class ChunkedRootDataset(IterableDataset):
             raise ValueError("one selected-entry count per chunk is needed")
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.augment = augment  # training-time augmentation (image flips) as configured in the spec
         self.seed = seed
         self.buffer_size = max(buffer_size, 0) if shuffle else 0
         self.num_workers = num_workers
@@ -184,6 +186,7 @@ class ChunkedRootDataset(IterableDataset):
         """This worker's batches: padded numpy dicts, or :class:`SharedBatch` messages."""
         builder = BatchBuilder(self.spec)
         rng = np.random.default_rng([self.seed, self.epoch, rank, worker])
+        augment = np.random.default_rng([self.seed, self.epoch, rank, worker, 1]) if self.augment else None
         stores: dict[int, ChunkData] = {}
         live_store = np.empty(0, dtype=np.int64)  # the reservoir: (store id, row) of waiting entries
         live_row = np.empty(0, dtype=np.int64)
@@ -198,23 +201,23 @@ class ChunkedRootDataset(IterableDataset):
                 live_store, live_row = live_store[order], live_row[order]
             while sizes and len(live_row) - self.buffer_size >= sizes[-1]:
                 size = sizes.pop()
-                yield self._build(builder, stores, live_store[:size], live_row[:size])
+                yield self._build(builder, stores, live_store[:size], live_row[:size], augment)
                 live_store, live_row = live_store[size:], live_row[size:]
             for unused in set(stores) - set(np.unique(live_store).tolist()):
                 del stores[unused]
         while sizes:
             size = sizes.pop()
-            yield self._build(builder, stores, live_store[:size], live_row[:size])
+            yield self._build(builder, stores, live_store[:size], live_row[:size], augment)
             live_store, live_row = live_store[size:], live_row[size:]
         if len(live_row):
             raise AssertionError(f"{len(live_row)} entries left after the planned batches")
 
-    def _build(self, builder: BatchBuilder, stores: dict, store_ids: np.ndarray, rows: np.ndarray):
+    def _build(self, builder: BatchBuilder, stores: dict, store_ids: np.ndarray, rows: np.ndarray, augment):
         parts = []
         for store_id in np.unique(store_ids):
             picked = store_ids == store_id
             parts.append((stores[int(store_id)], rows[picked]))
         if self.handoff is not None:
             worker = get_worker_info().id
-            return self.handoff.publish(worker, lambda allocate: builder.build(parts, allocate))
-        return nest_observers(builder.build(parts))
+            return self.handoff.publish(worker, lambda allocate: builder.build(parts, allocate, augment))
+        return nest_observers(builder.build(parts, augment=augment))

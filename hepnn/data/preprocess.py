@@ -194,6 +194,66 @@ def build_jagged_group(
     return JaggedColumns(np.ascontiguousarray(values, dtype=np.float32), offsets)
 
 
+IMAGE_COLUMNS = ("eta", "phi", "intensity", "channel")  # the columns of an image group's elements
+
+
+def build_image_elements(
+    group: InputGroup, resolve, entries: np.ndarray, source: str, nonfinite
+) -> JaggedColumns:
+    """The elements of an image group, all channels of an entry together, in the jet frame.
+
+    Values ``(n_elements, 4)``: eta and phi after the group's preprocessing (translation,
+    rotation, flips of :func:`hepnn.data.images.jet_frame`, computed from all channels), the
+    intensity and the channel index. Pixelising happens when a batch is built.
+    """
+    from hepnn.data.images import jet_frame
+
+    image = group.image
+    where = f"{source}: data.inputs.{group.name}.channels"
+    n = len(entries)
+    parts = []
+    for index, channel in enumerate(image.channels):
+        cwhere = f"{where}.{channel.name}"
+        columns = []
+        counts = None
+        for key in ("eta", "phi", "intensity"):
+            name = getattr(channel, key)
+            values = resolve(name)
+            if not _is_jagged(values):
+                raise DataValueError(
+                    f"{cwhere}.{key}: '{name}' has one value per entry; an image needs one value per "
+                    f"element (cell, track, particle)"
+                )
+            flat, these = _flat(values)
+            if counts is None:
+                counts = these
+            elif not np.array_equal(counts, these):
+                raise DataValueError(
+                    f"{cwhere}.{key}: list lengths of '{name}' differ from those of '{channel.eta}'"
+                )
+            rows_of = np.repeat(np.arange(n), counts)
+            columns.append(nonfinite(flat.astype(np.float64, copy=False), rows_of, f"{cwhere}.{key}"))
+        parts.append((np.repeat(np.arange(n), counts), columns, index))
+    entry_of = np.concatenate([p[0] for p in parts])
+    order = np.argsort(entry_of, kind="stable")  # all elements of an entry together, channel by channel
+    eta, phi, intensity = (np.concatenate([p[1][k] for p in parts])[order] for k in range(3))
+    channel = np.concatenate([np.full(len(p[0]), p[2], dtype=np.float32) for p in parts])[order]
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(entry_of, minlength=n), out=offsets[1:])
+    eta, phi = jet_frame(
+        eta,
+        phi,
+        intensity,
+        offsets,
+        center=image.center,
+        rotate=image.rotate,
+        flip=image.flip,
+        subjet_radius=image.subjet_radius,
+    )
+    values = np.stack([eta, phi, intensity, channel], axis=1).astype(np.float32)
+    return JaggedColumns(np.ascontiguousarray(values), offsets)
+
+
 def build_flat_group(group: InputGroup, resolve, n: int, source: str, nonfinite) -> np.ndarray:
     """``(N, C)`` standardised, clipped float32 array of a per-entry group."""
     columns = []
@@ -274,7 +334,9 @@ def preprocess_chunk(
     try:
         resolve = VariableResolver(arrays, spec.variables)
         for group in spec.inputs:
-            if group.jagged:
+            if group.image is not None:
+                data.jagged[group.name] = build_image_elements(group, resolve, entries, source, nonfinite)
+            elif group.jagged:
                 data.jagged[group.name] = build_jagged_group(group, resolve, entries, source, nonfinite)
             else:
                 data.columns[group.name] = build_flat_group(group, resolve, n, source, nonfinite)

@@ -57,6 +57,47 @@ class Ordering:
 
 
 @dataclass(frozen=True)
+class ImageChannel:
+    """One channel of a jet image: the per-element variables giving each element's position
+    relative to the jet axis (``eta``, ``phi``: radians) and its ``intensity`` (e.g. pT or E in
+    GeV; 1 for a multiplicity). Each is a branch or a variable name."""
+
+    name: str
+    eta: str
+    phi: str
+    intensity: str
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """A jet image ``(B, C, n_eta, n_phi)`` built from jagged elements (see :mod:`hepnn.data.images`).
+
+    Preprocessing (computed once per chunk, on all channels together): translate to ``center``
+    (``centroid``, ``leading_subjet`` or ``none``), ``rotate`` the principal axis to +phi,
+    ``flip`` the more intense halves to positive eta and phi; then pixelise and, with
+    ``normalize``, divide each image by its total intensity. ``augment_flip_eta``/``_phi``:
+    random flips of training batches (seeded per epoch, rank and worker).
+    """
+
+    channels: tuple[ImageChannel, ...]
+    n_eta: int = 40
+    n_phi: int = 40
+    eta_range: tuple[float, float] = (-0.8, 0.8)
+    phi_range: tuple[float, float] = (-0.8, 0.8)
+    center: str = "centroid"
+    rotate: bool = True
+    flip: bool = True
+    normalize: bool = True
+    subjet_radius: float = 0.2
+    augment_flip_eta: bool = False
+    augment_flip_phi: bool = False
+
+    @property
+    def variables(self) -> set[str]:
+        return {name for c in self.channels for name in (c.eta, c.phi, c.intensity)}
+
+
+@dataclass(frozen=True)
 class InputGroup:
     """A named tensor of the batch.
 
@@ -65,6 +106,7 @@ class InputGroup:
     plus a boolean mask ``(B, length)`` stored under ``mask_key``. Without ``length`` the
     features are one value per entry and the group is ``(B, C)``. ``on_empty`` says what an
     entry with an empty list is: ``keep`` (an all-padding row, mask all False) or ``error``.
+    With ``image`` set, the group is a jet image (no ``features``): see :class:`ImageSpec`.
     """
 
     name: str
@@ -74,6 +116,7 @@ class InputGroup:
     mask_key: str | None = None
     order: Ordering | None = None
     on_empty: str = "keep"
+    image: ImageSpec | None = None
 
     @property
     def jagged(self) -> bool:
@@ -134,6 +177,7 @@ class DataSpec:
         """The branches that must be read from disk (only those some expression needs)."""
         names = {f.name for g in self.inputs for f in g.features} | set(self.observers)
         names |= {g.order.by for g in self.inputs if g.order is not None}
+        names |= {v for g in self.inputs if g.image is not None for v in g.image.variables}
         for expression in self.expressions():
             names |= expression.names
         return frozenset(required_branches(names, self.variables))
@@ -182,6 +226,9 @@ class DataSpec:
         """
         inputs = {}
         for g in self.inputs:
+            if g.image is not None:
+                inputs[g.name] = _image_config(g.image)
+                continue
             group: dict = {
                 "features": {
                     f.name: {
@@ -227,7 +274,8 @@ class DataSpec:
             str(name): Expression(text, f"data.variables.{name}")
             for name, text in (cfg.get("variables") or {}).items()
         }
-        inputs = tuple(_input_group(name, g) for name, g in _mapping(cfg, "inputs").items())
+        # a group set to null is left out (e.g. ``data.inputs.particles=null`` for an image-only net)
+        inputs = tuple(_input_group(name, g) for name, g in _mapping(cfg, "inputs").items() if g is not None)
         if not inputs:
             raise DataConfigError("data.inputs must define at least one input group (e.g. 'particles')")
         classes, labels, label_index = _labels(_mapping(cfg, "labels"))
@@ -323,12 +371,98 @@ def _mapping(cfg: Mapping, key: str) -> Mapping:
 
 
 GROUP_KEYS = ("features", "length", "pad_value", "clip", "mask", "order", "on_empty")
+IMAGE_KEYS = ("channels", "grid", "preprocessing", "augment")
+CENTERS = ("centroid", "leading_subjet", "none")
+
+
+def _image_config(image: ImageSpec) -> dict:
+    """The plain-data form of an image group (what :func:`_image_group` reads)."""
+    return {
+        "channels": {c.name: {"eta": c.eta, "phi": c.phi, "intensity": c.intensity} for c in image.channels},
+        "grid": {
+            "n_eta": image.n_eta,
+            "n_phi": image.n_phi,
+            "eta": list(image.eta_range),
+            "phi": list(image.phi_range),
+        },
+        "preprocessing": {
+            "center": image.center,
+            "rotate": image.rotate,
+            "flip": image.flip,
+            "normalize": image.normalize,
+            "subjet_radius": image.subjet_radius,
+        },
+        "augment": {"flip_eta": image.augment_flip_eta, "flip_phi": image.augment_flip_phi},
+    }
+
+
+def _keys(cfg, allowed: Sequence[str], where: str) -> dict:
+    cfg = cfg if cfg is not None else {}
+    if not isinstance(cfg, Mapping):
+        raise DataConfigError(f"{where} must be a mapping with keys {', '.join(allowed)}, got {cfg!r}")
+    unknown = set(cfg) - set(allowed)
+    if unknown:
+        raise DataConfigError(f"{where}: unknown key(s) {sorted(unknown)}; expected {', '.join(allowed)}")
+    return dict(cfg)
+
+
+def _image_group(name: str, cfg: Mapping) -> InputGroup:
+    where = f"data.inputs.{name}"
+    cfg = _keys(cfg, IMAGE_KEYS, where)
+    channels_cfg = cfg.get("channels")
+    if not isinstance(channels_cfg, Mapping) or not channels_cfg:
+        raise DataConfigError(
+            f"{where}.channels must map channel names to {{eta, phi, intensity}} variables, "
+            f"got {channels_cfg!r}"
+        )
+    channels = []
+    for channel, ccfg in channels_cfg.items():
+        ccfg = _keys(ccfg, ("eta", "phi", "intensity"), f"{where}.channels.{channel}")
+        missing = [k for k in ("eta", "phi", "intensity") if not ccfg.get(k)]
+        if missing:
+            raise DataConfigError(f"{where}.channels.{channel} must name the variable(s) {missing}")
+        channels.append(
+            ImageChannel(str(channel), str(ccfg["eta"]), str(ccfg["phi"]), str(ccfg["intensity"]))
+        )
+    grid = _keys(cfg.get("grid"), ("n_eta", "n_phi", "eta", "phi"), f"{where}.grid")
+    for key in ("n_eta", "n_phi"):
+        if key in grid and (not isinstance(grid[key], int) or grid[key] < 1):
+            raise DataConfigError(f"{where}.grid.{key} must be a positive integer, got {grid[key]!r}")
+    pre = _keys(
+        cfg.get("preprocessing"),
+        ("center", "rotate", "flip", "normalize", "subjet_radius"),
+        f"{where}.preprocessing",
+    )
+    center = pre.get("center", "centroid")
+    if center not in CENTERS:
+        raise DataConfigError(f"{where}.preprocessing.center must be one of {CENTERS}, got {center!r}")
+    radius = float(pre.get("subjet_radius", 0.2))
+    if not radius > 0:
+        raise DataConfigError(f"{where}.preprocessing.subjet_radius must be positive, got {radius}")
+    augment = _keys(cfg.get("augment"), ("flip_eta", "flip_phi"), f"{where}.augment")
+    image = ImageSpec(
+        channels=tuple(channels),
+        n_eta=int(grid.get("n_eta", 40)),
+        n_phi=int(grid.get("n_phi", 40)),
+        eta_range=_clip(grid.get("eta", (-0.8, 0.8)), f"{where}.grid.eta"),
+        phi_range=_clip(grid.get("phi", (-0.8, 0.8)), f"{where}.grid.phi"),
+        center=center,
+        rotate=bool(pre.get("rotate", True)),
+        flip=bool(pre.get("flip", True)),
+        normalize=bool(pre.get("normalize", True)),
+        subjet_radius=radius,
+        augment_flip_eta=bool(augment.get("flip_eta", False)),
+        augment_flip_phi=bool(augment.get("flip_phi", False)),
+    )
+    return InputGroup(name=name, features=(), image=image)
 
 
 def _input_group(name: str, cfg: Mapping) -> InputGroup:
     where = f"data.inputs.{name}"
     if not isinstance(cfg, Mapping):
         raise DataConfigError(f"{where} must be a mapping with 'features', got {cfg!r}")
+    if "channels" in cfg:
+        return _image_group(name, cfg)
     unknown = set(cfg) - set(GROUP_KEYS)
     if unknown:
         raise DataConfigError(f"{where}: unknown key(s) {sorted(unknown)}; expected {', '.join(GROUP_KEYS)}")

@@ -26,6 +26,18 @@ What happens to each stable particle
   are set to zero, and cells below the layer's energy threshold are dropped. A cell becomes a
   massless object pointing at the cell centre.
 
+What the calorimeters measured
+------------------------------
+Besides the particle-flow objects above, :func:`simulate` returns the cells the calorimeters
+themselves measured (:class:`CalorimeterCells`, one per layer), from which calorimeter jet
+images are made. They come from *every* particle that reaches the calorimeter inside
+``calo_abs_eta_max``, tracked or not: photons and electrons in the ECAL, charged and neutral
+hadrons in the HCAL. Neutrinos and muons leave nothing, and charged particles with
+``pT <= track_pt_min`` curl up before reaching it. Deposits are merged, smeared and thresholded
+with the same layer parameters as above. Each cell's Gaussian fluctuation is drawn once and
+shared with the particle-flow cell of the same position, so where a cell holds only untracked
+deposits both views measure exactly the same energy.
+
 Default parameters (GeV, radians in eta-phi space)
 --------------------------------------------------
 Chosen to resemble a general-purpose LHC detector (the ATLAS/CMS Delphes cards of the
@@ -128,10 +140,26 @@ class DetectorConfig:
 
 
 @dataclass
+class CalorimeterCells:
+    """Flat arrays of the measured cells of one calorimeter layer for a batch of events.
+
+    ``counts[i]`` cells belong to event ``i``; ``eta`` and ``phi`` (rad, in [-pi, pi)) are the
+    cell centre, ``energy`` the smeared cell energy in GeV (above the layer's threshold).
+    """
+
+    eta: np.ndarray
+    phi: np.ndarray
+    energy: np.ndarray
+    counts: np.ndarray
+
+
+@dataclass
 class DetectedObjects:
     """Flat arrays of reconstructed objects of a batch of events.
 
     ``counts[i]`` objects belong to event ``i``; momenta in GeV, ``kind`` one of ``KIND_*``.
+    ``ecal`` and ``hcal`` hold what the calorimeters measured from all particles reaching them
+    (tracked ones included; see the module docstring).
     """
 
     px: np.ndarray
@@ -142,6 +170,8 @@ class DetectedObjects:
     pid: np.ndarray
     kind: np.ndarray
     counts: np.ndarray
+    ecal: CalorimeterCells
+    hcal: CalorimeterCells
 
 
 def pseudorapidity(px: np.ndarray, py: np.ndarray, pz: np.ndarray) -> np.ndarray:
@@ -175,8 +205,9 @@ def simulate(
     """Detector response to the stable particles of a batch of events.
 
     Inputs are flat arrays over all particles of all events (``counts`` per event), momenta and
-    energies in GeV, ``charge`` in units of e. Returns tracks followed by ECAL then HCAL cells,
-    grouped by event.
+    energies in GeV, ``charge`` in units of e. Returns the particle-flow objects (tracks followed
+    by ECAL then HCAL cells of untracked particles, grouped by event) and the cells measured by
+    each calorimeter layer from all particles reaching it.
     """
     event = np.repeat(np.arange(len(counts)), counts)
     abs_id = np.abs(pdg_id)
@@ -189,14 +220,16 @@ def simulate(
     charged = (charge != 0) & visible
     tracked = charged & (rng.random(len(pt)) < track_efficiency(pt, np.abs(eta), cfg))
     lost_low_pt = charged & (pt <= cfg.track_pt_min)
-    untracked = visible & ~tracked & ~lost_low_pt & (abs_id != 13)
-    in_calo = untracked & (np.abs(eta) < cfg.calo_abs_eta_max)
-    to_ecal = in_calo & ((abs_id == 22) | (abs_id == 11))
-    to_hcal = in_calo & ~to_ecal
+    reaches_calo = visible & ~lost_low_pt & (abs_id != 13) & (np.abs(eta) < cfg.calo_abs_eta_max)
+    electromagnetic = (abs_id == 22) | (abs_id == 11)
 
     tracks = _smear_tracks(px, py, pz, mass2, pt, charge, abs_id, tracked, rng, cfg)
-    ecal = _calorimeter_cells(event, eta, phi, energy, to_ecal, len(counts), cfg.ecal, cfg, rng)
-    hcal = _calorimeter_cells(event, eta, phi, energy, to_hcal, len(counts), cfg.hcal, cfg, rng)
+    ecal, ecal_cells = _calorimeter_cells(
+        event, eta, phi, energy, reaches_calo & electromagnetic, tracked, len(counts), cfg.ecal, cfg, rng
+    )
+    hcal, hcal_cells = _calorimeter_cells(
+        event, eta, phi, energy, reaches_calo & ~electromagnetic, tracked, len(counts), cfg.hcal, cfg, rng
+    )
 
     parts = [
         (event[tracked], *tracks),
@@ -225,6 +258,8 @@ def simulate(
         pid=opid.astype(np.int32),
         kind=okind.astype(np.int8),
         counts=np.bincount(ev, minlength=len(counts)),
+        ecal=ecal_cells,
+        hcal=hcal_cells,
     )
 
 
@@ -246,29 +281,65 @@ def _smear_tracks(px, py, pz, mass2, pt, charge, abs_id, tracked, rng, cfg: Dete
 
 
 def _calorimeter_cells(
-    event, eta, phi, energy, selected, n_events, layer: CalorimeterLayer, cfg: DetectorConfig, rng
+    event, eta, phi, energy, deposits, tracked, n_events, layer: CalorimeterLayer, cfg: DetectorConfig, rng
 ):
-    """Merge deposits per cell, smear, apply the threshold; massless cell objects (GeV)."""
+    """Cells of one layer from the particles ``deposits`` that reach it.
+
+    Returns the particle-flow cells (deposits of untracked particles only) as massless objects
+    ``(event, px, py, pz, energy)`` and the measured cells of all deposits as
+    :class:`CalorimeterCells` (GeV, rad). Both are merged per cell, smeared and thresholded; a
+    cell's Gaussian fluctuation is drawn once and used in both.
+    """
     n_eta = int(np.ceil(2 * cfg.calo_abs_eta_max / layer.cell_eta))
     n_phi = layer.n_phi
-    i_eta = np.clip(((eta[selected] + cfg.calo_abs_eta_max) / layer.cell_eta).astype(np.int64), 0, n_eta - 1)
-    i_phi = np.clip(((phi[selected] + np.pi) / (2 * np.pi) * n_phi).astype(np.int64), 0, n_phi - 1)
-    key = (event[selected].astype(np.int64) * n_eta + i_eta) * n_phi + i_phi
+    i_eta = np.clip(((eta[deposits] + cfg.calo_abs_eta_max) / layer.cell_eta).astype(np.int64), 0, n_eta - 1)
+    i_phi = np.clip(((phi[deposits] + np.pi) / (2 * np.pi) * n_phi).astype(np.int64), 0, n_phi - 1)
+    key = (event[deposits].astype(np.int64) * n_eta + i_eta) * n_phi + i_phi
+    deposit_energy = energy[deposits]
+
     cells, inverse = np.unique(key, return_inverse=True)
-    cell_energy = np.bincount(inverse, weights=energy[selected], minlength=len(cells))
-    cell_energy = cell_energy * (
-        1.0 + layer.relative_resolution(cell_energy) * rng.standard_normal(len(cells))
+    fluctuation = rng.standard_normal(len(cells))
+    cell_energy = _smear(
+        np.bincount(inverse, weights=deposit_energy, minlength=len(cells)), fluctuation, layer
     )
+
+    untracked = ~tracked[deposits]
+    pf_cells, pf_inverse = np.unique(key[untracked], return_inverse=True)
+    pf_energy = np.bincount(pf_inverse, weights=deposit_energy[untracked], minlength=len(pf_cells))
+    pf_energy = _smear(pf_energy, fluctuation[np.searchsorted(cells, pf_cells)], layer)
+
     keep = cell_energy > layer.threshold
-    cells, cell_energy = cells[keep], cell_energy[keep]
+    measured_event, measured_eta, measured_phi = _cell_centres(cells[keep], n_eta, n_phi, layer, cfg)
+    measured = CalorimeterCells(
+        eta=measured_eta,
+        phi=measured_phi,
+        energy=cell_energy[keep],
+        counts=np.bincount(measured_event, minlength=n_events),
+    )
+
+    keep = pf_energy > layer.threshold
+    pf_energy = pf_energy[keep]
+    pf_event, pf_eta, pf_phi = _cell_centres(pf_cells[keep], n_eta, n_phi, layer, cfg)
+    pf_pt = pf_energy / np.cosh(pf_eta)
+    particle_flow = (
+        pf_event,
+        pf_pt * np.cos(pf_phi),
+        pf_pt * np.sin(pf_phi),
+        pf_pt * np.sinh(pf_eta),
+        pf_energy,
+    )
+    return particle_flow, measured
+
+
+def _smear(cell_energy: np.ndarray, fluctuation: np.ndarray, layer: CalorimeterLayer) -> np.ndarray:
+    """Cell energies (GeV) smeared by ``fluctuation`` (standard normal) times the layer's resolution."""
+    smeared = cell_energy * (1.0 + layer.relative_resolution(cell_energy) * fluctuation)
+    return np.maximum(smeared, 0.0)
+
+
+def _cell_centres(cells: np.ndarray, n_eta: int, n_phi: int, layer: CalorimeterLayer, cfg: DetectorConfig):
+    """Event index, eta and phi (rad) of the centres of cells given by their flat keys."""
     cell_event = cells // (n_eta * n_phi)
     cell_eta = -cfg.calo_abs_eta_max + ((cells // n_phi) % n_eta + 0.5) * layer.cell_eta
     cell_phi = -np.pi + (cells % n_phi + 0.5) * (2 * np.pi / n_phi)
-    cell_pt = cell_energy / np.cosh(cell_eta)
-    return (
-        cell_event,
-        cell_pt * np.cos(cell_phi),
-        cell_pt * np.sin(cell_phi),
-        cell_pt * np.sinh(cell_eta),
-        cell_energy,
-    )
+    return cell_event, cell_eta, cell_phi

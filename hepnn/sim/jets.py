@@ -6,10 +6,29 @@ forced to quarks); background: QCD dijets (``HardQCD:all``). The hard-process tr
 momentum is restricted to a window around the jet-pT window so that most events give jets in
 range. Particles with c*tau > 10 mm are stable (K0S and Lambda reach the detector). Stable
 particles go through :mod:`hepnn.sim.detector`; tracks and calorimeter cells are clustered
-with anti-kT (default R = 0.8). Of the two leading jets of an event, those with
-``pt_min < pT < pt_max`` (GeV) and ``|eta| < abs_eta_max`` are kept. For top jets the three
-decay quarks of one top (b and the two quarks of its W, taken at the hard-process level before
-showering) must all lie within Delta R < R of the jet axis.
+with anti-kT (default R = 0.8). Of the leading jets of an event (``max_jets_per_event``), those
+with ``pt_min < pT < pt_max`` (GeV), ``|eta| < abs_eta_max`` and ``|y| < abs_rapidity_max``
+(either cut may be ``None``) are kept. For top jets the three decay quarks of one top (b and the
+two quarks of its W, taken at the hard-process level before showering) must all lie within
+Delta R < R of the jet axis.
+
+Other processes (:data:`PROCESSES`):
+
+- ``wqq`` / ``zqq``: hadronic W and Z jets from a heavy W' (``NewGaugeBoson:ffbar2Wprime``,
+  mass :data:`WPRIME_MASS` GeV so that the bosons' pT peaks in the 550-650 GeV window) forced to
+  decay to W Z; for W jets W -> q q' and Z -> nu nu, for Z jets Z -> q q (q = d, u, s, c, b) and
+  W -> e nu, mu nu. Both decay quarks of the boson must lie within R of the jet axis. Pythia's
+  pT-hat window does not act on this 2 -> 1 process.
+- ``zjet_q`` / ``zjet_g``: Z(-> nu nu) + jet, q g -> Z q (quark jets) and q qbar -> Z g (gluon
+  jets), pure Z (``WeakZ0:gmZmode = 2``). A jet is kept only if the nearest outgoing hard parton
+  (|status| 23) within R is a quark (|id| 1-5), respectively a gluon.
+
+Besides the particle-flow constituents (``part_*``; tracks are the entries with
+``part_charge != 0``), every jet stores the cells the calorimeters measured from all particles
+(tracked ones included) within Delta R < R of the jet axis, for calorimeter jet images:
+``cell_ecal_deta``, ``cell_ecal_dphi``, ``cell_ecal_energy`` and the same for ``hcal``
+(float32; deta = cell eta - jet eta, dphi wrapped into [-pi, pi) in rad, energy in GeV; cell
+centres; sorted by decreasing energy).
 
 Everything here works on whole batches of events as awkward arrays; no Python loop runs over
 events, jets or particles.
@@ -18,11 +37,13 @@ events, jets or particles.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import awkward as ak
 import numpy as np
 
+from hepnn.errors import ConfigError
 from hepnn.sim import detector
 
 # Pythia settings shared by every process (beam energy and window are added per sample).
@@ -39,10 +60,13 @@ COMMON_PYTHIA_SETTINGS = (
 class Process:
     """A generator process: its Pythia settings and the truth matching its jets need.
 
-    ``match`` is ``"top_bqq"`` (the b and both W-decay quarks of one top inside the jet) or
-    ``"none"``. ``truth_status`` selects the hard partons whose kinematics are stored with each
-    jet (the nearest within Delta R < R): |status| 62 for the top before its decay, 23 for the
-    outgoing partons of the hard 2 -> 2 scattering.
+    ``match`` is one of :data:`MATCHES`: ``"top_bqq"`` (the b and both W-decay quarks of one top
+    inside the jet), ``"w_qq"`` / ``"z_qq"`` (both decay quarks of the W / Z inside the jet),
+    ``"quark"`` / ``"gluon"`` (the nearest hard parton of ``truth_status`` within R is a quark /
+    a gluon) or ``"none"``. ``truth_status`` selects the hard particles whose kinematics are
+    stored with each jet (the nearest within Delta R < R of ``truth_abs_ids``): |status| 62 for
+    the top before its decay, 22 for a W or Z from a W' decay, 23 for the outgoing partons of
+    the hard 2 -> 2 scattering.
     """
 
     name: str
@@ -51,6 +75,20 @@ class Process:
     truth_status: int = 23
     truth_abs_ids: tuple[int, ...] = (1, 2, 3, 4, 5, 21)
 
+
+# W' mass (GeV) of the W and Z jet processes: the bosons' pT has its Jacobian peak near
+# half the mass, just above the 550-650 GeV jet window (the jets lose some pT out of the cone).
+WPRIME_MASS = 1250.0
+
+_WPRIME_TO_WZ = (
+    "NewGaugeBoson:ffbar2Wprime = on",
+    "Wprime:coup2WZ = 1",  # default 0: no W' -> W Z
+    f"34:m0 = {WPRIME_MASS}",
+    "34:onMode = off",
+    "34:onIfMatch = 24 23",
+)
+_Z_TO_NEUTRINOS = ("23:onMode = off", "23:onIfAny = 12 14 16")
+_Z_PLUS_JET = ("WeakZ0:gmZmode = 2", *_Z_TO_NEUTRINOS)  # gmZmode 2: Z only, no gamma*
 
 PROCESSES: dict[str, Process] = {
     "ttbar": Process(
@@ -61,18 +99,75 @@ PROCESSES: dict[str, Process] = {
         truth_abs_ids=(6,),
     ),
     "qcd": Process(name="qcd", settings=("HardQCD:all = on",)),
+    "wqq": Process(
+        name="wqq",
+        settings=(*_WPRIME_TO_WZ, "24:onMode = off", "24:onIfAny = 1 2 3 4 5", *_Z_TO_NEUTRINOS),
+        match="w_qq",
+        truth_status=22,
+        truth_abs_ids=(24,),
+    ),
+    "zqq": Process(
+        name="zqq",
+        settings=(
+            *_WPRIME_TO_WZ,
+            "24:onMode = off",
+            "24:onIfAny = 11 13",
+            "23:onMode = off",
+            "23:onIfAny = 1 2 3 4 5",
+        ),
+        match="z_qq",
+        truth_status=22,
+        truth_abs_ids=(23,),
+    ),
+    "zjet_q": Process(
+        name="zjet_q", settings=("WeakBosonAndParton:qg2gmZq = on", *_Z_PLUS_JET), match="quark"
+    ),
+    "zjet_g": Process(
+        name="zjet_g", settings=("WeakBosonAndParton:qqbar2gmZg = on", *_Z_PLUS_JET), match="gluon"
+    ),
 }
+
+# Truth matchings on the decay quarks of a resonance: (|id| of the quarks' mothers, quarks required).
+_DECAY_MATCHES = {"top_bqq": ((6, 24), 3), "w_qq": ((24,), 2), "z_qq": ((23,), 2)}
+# Truth matchings on the nearest hard parton: its allowed |id|.
+_PARTON_MATCHES = {"quark": (1, 2, 3, 4, 5), "gluon": (21,)}
+MATCHES = ("none", *_DECAY_MATCHES, *_PARTON_MATCHES)
 
 
 @dataclass(frozen=True)
 class JetSelection:
-    """Jet definition and selection: anti-kT radius, pT window (GeV), |eta| cut, jets per event."""
+    """Jet definition and selection: anti-kT radius, pT window (GeV), |eta| and |rapidity| cuts
+    (``None``: no cut), leading jets considered per event."""
 
     radius: float = 0.8
     pt_min: float = 550.0
     pt_max: float = 650.0
-    abs_eta_max: float = 2.0
+    abs_eta_max: float | None = 2.0
+    abs_rapidity_max: float | None = None
     max_jets_per_event: int = 2
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, object] | None) -> JetSelection:
+        """Build from the ``generate.jet`` mapping, naming the offending key on errors."""
+        values = dict(values or {})
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(
+                f"generate.jet: unknown key(s) {sorted(unknown)}; expected some of "
+                f"{sorted(cls.__dataclass_fields__)}"
+            )
+        for key in ("radius", "pt_max"):
+            if key in values and not (isinstance(values[key], int | float) and values[key] > 0):
+                raise ConfigError(f"generate.jet.{key} must be a positive number, got {values[key]!r}")
+        n_max = values.get("max_jets_per_event", 1)
+        if not isinstance(n_max, int) or isinstance(n_max, bool) or n_max < 1:
+            raise ConfigError(f"generate.jet.max_jets_per_event must be a positive integer, got {n_max!r}")
+        for key in ("abs_eta_max", "abs_rapidity_max"):
+            if values.get(key) is not None and not (isinstance(values[key], int | float) and values[key] > 0):
+                raise ConfigError(
+                    f"generate.jet.{key} must be a positive number or null, got {values[key]!r}"
+                )
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -162,6 +257,10 @@ def jets_from_events(
     constituent columns sorted by decreasing pT and scalar ``jet_*`` / ``aux_parton_*`` columns.
     Momenta and energies are in GeV.
     """
+    if process.match not in MATCHES:
+        raise ValueError(
+            f"process {process.name!r}: unknown truth matching {process.match!r}; known: {MATCHES}"
+        )
     fastjet = _fastjet()
     prt = events.prt
     final = prt[prt.status > 0]
@@ -184,16 +283,24 @@ def jets_from_events(
     jet_pt = np.hypot(jet_px, jet_py)
     jet_eta, jet_phi = _eta_phi(jet_px, jet_py, jet_pz)
     leading = ak.argsort(jet_pt, axis=1, ascending=False)[:, : selection.max_jets_per_event]
-    keep = (
-        (jet_pt[leading] > selection.pt_min)
-        & (jet_pt[leading] < selection.pt_max)
-        & (np.abs(jet_eta[leading]) < selection.abs_eta_max)
-    )
+    keep = (jet_pt[leading] > selection.pt_min) & (jet_pt[leading] < selection.pt_max)
+    if selection.abs_eta_max is not None:
+        keep = keep & (np.abs(jet_eta[leading]) < selection.abs_eta_max)
+    if selection.abs_rapidity_max is not None:
+        keep = keep & (np.abs(rapidity(jets.E, jet_pz)[leading]) < selection.abs_rapidity_max)
     chosen = leading[keep]
-    if process.match == "top_bqq":
-        chosen = chosen[_top_decay_quarks_inside(prt, jet_eta[chosen], jet_phi[chosen], selection.radius)]
-    elif process.match != "none":
-        raise ValueError(f"process {process.name!r}: unknown truth matching {process.match!r}")
+    if process.match in _DECAY_MATCHES:
+        mother_ids, n_quarks = _DECAY_MATCHES[process.match]
+        inside = _decay_quarks_inside(
+            prt, jet_eta[chosen], jet_phi[chosen], selection.radius, mother_ids, n_quarks
+        )
+        chosen = chosen[inside]
+    truth = _nearest_truth_parton(prt, process, jet_eta[chosen], jet_phi[chosen], selection.radius)
+    if process.match in _PARTON_MATCHES:
+        wanted = functools.reduce(
+            np.logical_or, [np.abs(truth["pid"]) == i for i in _PARTON_MATCHES[process.match]]
+        )
+        chosen, truth = chosen[wanted], {k: v[wanted] for k, v in truth.items()}
 
     offsets = np.concatenate([[0], np.cumsum(det.counts)[:-1]])
     per_event_index = constituent_index[chosen] + offsets  # (events, jets, constituents), global
@@ -218,9 +325,59 @@ def jets_from_events(
     part = {k: v[order] for k, v in part.items()}
 
     columns = _jet_columns(part)
-    columns.update(_truth_parton_columns(prt, process, chosen, jet_eta, jet_phi, selection.radius))
+    jet_event = np.repeat(np.arange(len(counts)), ak.to_numpy(n_jets_per_event))
+    axis_eta = ak.to_numpy(ak.flatten(jet_eta[chosen]))
+    axis_phi = ak.to_numpy(ak.flatten(jet_phi[chosen]))
+    for name, cells in (("ecal", det.ecal), ("hcal", det.hcal)):
+        columns.update(_cell_columns(name, cells, jet_event, axis_eta, axis_phi, selection.radius))
+    columns.update(_truth_columns(truth))
     assert len(columns["jet_pt"]) == int(ak.sum(n_jets_per_event))
     return columns
+
+
+def rapidity(energy, pz):
+    """Rapidity y = 1/2 ln((E + pz) / (E - pz)) of momenta (GeV); +-inf along the beam axis."""
+    with np.errstate(divide="ignore"):
+        return 0.5 * np.log((energy + pz) / (energy - pz))
+
+
+def _cell_columns(
+    layer: str,
+    cells: detector.CalorimeterCells,
+    jet_event: np.ndarray,
+    jet_eta: np.ndarray,
+    jet_phi: np.ndarray,
+    radius: float,
+) -> dict[str, ak.Array]:
+    """Measured cells of one calorimeter layer within Delta R < ``radius`` of each jet axis.
+
+    ``jet_event``, ``jet_eta``, ``jet_phi`` are flat over the selected jets (their event index and
+    axis). Returns jagged float32 ``cell_<layer>_deta``, ``_dphi`` (rad, wrapped into [-pi, pi))
+    and ``_energy`` (GeV) per jet, sorted by decreasing energy. A cell may belong to two jets.
+    """
+    # every (jet, cell of the jet's event) pair, built with flat index arithmetic
+    cell_start = np.concatenate([[0], np.cumsum(cells.counts)[:-1]])
+    n_pairs = cells.counts[jet_event]
+    pair_jet = np.repeat(np.arange(len(jet_event)), n_pairs)
+    first_pair = np.concatenate([[0], np.cumsum(n_pairs)[:-1]])
+    pair_cell = np.arange(int(n_pairs.sum())) + np.repeat(cell_start[jet_event] - first_pair, n_pairs)
+
+    deta = cells.eta[pair_cell] - jet_eta[pair_jet]
+    dphi = delta_phi(cells.phi[pair_cell], jet_phi[pair_jet])
+    inside = np.hypot(deta, dphi) < radius
+    pair_jet, deta, dphi = pair_jet[inside], deta[inside], dphi[inside]
+    energy = cells.energy[pair_cell[inside]]
+    order = np.lexsort((-energy, pair_jet))
+    n_cells = np.bincount(pair_jet, minlength=len(jet_event))
+
+    def jagged(values):
+        return ak.unflatten(values[order].astype(np.float32), n_cells)
+
+    return {
+        f"cell_{layer}_deta": jagged(deta),
+        f"cell_{layer}_dphi": jagged(dphi),
+        f"cell_{layer}_energy": jagged(energy),
+    }
 
 
 def _jet_columns(part: dict[str, ak.Array]) -> dict[str, np.ndarray | ak.Array]:
@@ -257,41 +414,50 @@ def _jet_columns(part: dict[str, ak.Array]) -> dict[str, np.ndarray | ak.Array]:
     }
 
 
-def _top_decay_quarks_inside(prt: ak.Array, jet_eta: ak.Array, jet_phi: ak.Array, radius: float) -> ak.Array:
-    """Per event and jet: are the b and both W-decay quarks of one top within ``radius`` of the jet?
+def _decay_quarks_inside(
+    prt: ak.Array,
+    jet_eta: ak.Array,
+    jet_phi: ak.Array,
+    radius: float,
+    mother_abs_ids: tuple[int, ...],
+    n_quarks: int,
+) -> ak.Array:
+    """Per event and jet: are ``n_quarks`` decay quarks of one resonance within ``radius`` of the jet?
 
-    The decay quarks are the first copies (|status| 23) of quarks whose mother is a top or a W;
-    the sign of the mother's id tells which top (t -> W+ b, tbar -> W- bbar) they belong to.
+    The decay quarks are the first copies (|status| 23) of quarks whose mother's |id| is in
+    ``mother_abs_ids`` (6 and 24 for a top and its W, 24 for a W, 23 for a Z); the sign of the
+    mother's id tells which resonance they belong to (t -> W+ b, tbar -> W- bbar, W+ or W-).
     """
     mother_id = prt.id[prt.mother1]
-    is_decay_quark = (
-        (np.abs(prt.status) == 23)
-        & (np.abs(prt.id) <= 5)
-        & ((np.abs(mother_id) == 6) | (np.abs(mother_id) == 24))
-    )
+    mother_abs_id = np.abs(mother_id)
+    from_resonance = functools.reduce(np.logical_or, [mother_abs_id == i for i in mother_abs_ids])
+    is_decay_quark = (np.abs(prt.status) == 23) & (np.abs(prt.id) <= 5) & from_resonance
     quarks = prt[is_decay_quark]
-    top_sign = np.sign(mother_id[is_decay_quark])
+    sign = np.sign(mother_id[is_decay_quark])
     q_eta, q_phi = _eta_phi(quarks.p.px, quarks.p.py, quarks.p.pz)
     pairs_eta = ak.cartesian([jet_eta, q_eta], axis=1, nested=True)
     pairs_phi = ak.cartesian([jet_phi, q_phi], axis=1, nested=True)
-    _, sign = ak.unzip(ak.cartesian([jet_eta, top_sign], axis=1, nested=True))
+    _, pair_sign = ak.unzip(ak.cartesian([jet_eta, sign], axis=1, nested=True))
     d_eta = pairs_eta["0"] - pairs_eta["1"]
     d_phi = delta_phi(pairs_phi["1"], pairs_phi["0"])
     inside = np.hypot(d_eta, d_phi) < radius
-    from_top = ak.sum(inside & (sign > 0), axis=2) == 3
-    from_antitop = ak.sum(inside & (sign < 0), axis=2) == 3
-    return from_top | from_antitop
+    positive = ak.sum(inside & (pair_sign > 0), axis=2) == n_quarks
+    negative = ak.sum(inside & (pair_sign < 0), axis=2) == n_quarks
+    return positive | negative
 
 
-def _truth_parton_columns(prt, process: Process, chosen, jet_eta, jet_phi, radius) -> dict[str, np.ndarray]:
-    """PDG id and pT (GeV), eta, phi of the hard parton nearest to each jet (id 0 if none within R)."""
+def _nearest_truth_parton(prt, process: Process, j_eta, j_phi, radius) -> dict[str, ak.Array]:
+    """Per event and jet: PDG id and pT (GeV), eta, phi of the nearest hard parton within R.
+
+    Hard partons are those of |status| ``process.truth_status`` and |id| in
+    ``process.truth_abs_ids``; all values are 0 for a jet with none within ``radius``.
+    """
     abs_id = np.abs(prt.id)
     is_truth = np.abs(prt.status) == process.truth_status
     is_truth = is_truth & functools.reduce(np.logical_or, [abs_id == i for i in process.truth_abs_ids])
     partons = prt[is_truth]
     p_eta, p_phi = _eta_phi(partons.p.px, partons.p.py, partons.p.pz)
     p_pt = np.hypot(partons.p.px, partons.p.py)
-    j_eta, j_phi = jet_eta[chosen], jet_phi[chosen]
     pe = ak.cartesian([j_eta, p_eta], axis=1, nested=True)
     pp = ak.cartesian([j_phi, p_phi], axis=1, nested=True)
     dr = np.hypot(pe["0"] - pe["1"], delta_phi(pp["1"], pp["0"]))
@@ -300,15 +466,20 @@ def _truth_parton_columns(prt, process: Process, chosen, jet_eta, jet_phi, radiu
 
     def pick(values):
         broadcast = ak.broadcast_arrays(j_eta[:, :, None], values[:, None, :])[1]
-        return ak.to_numpy(ak.flatten(ak.fill_none(ak.firsts(broadcast[nearest], axis=2), 0.0))).astype(
-            np.float64
-        )
+        return ak.where(found, ak.fill_none(ak.firsts(broadcast[nearest], axis=2), 0), 0)
 
-    found_flat = ak.to_numpy(ak.flatten(found))
-    pid = np.where(found_flat, pick(partons.id), 0).astype(np.int32)
+    return {"pid": pick(partons.id), "pt": pick(p_pt), "eta": pick(p_eta), "phi": pick(p_phi)}
+
+
+def _truth_columns(truth: dict[str, ak.Array]) -> dict[str, np.ndarray]:
+    """Flat ``aux_parton_*`` columns from :func:`_nearest_truth_parton` (GeV, rad)."""
+
+    def flat(values, dtype):
+        return ak.to_numpy(ak.flatten(values)).astype(dtype)
+
     return {
-        "aux_parton_pid": pid,
-        "aux_parton_pt": np.where(found_flat, pick(p_pt), 0.0).astype(np.float32),
-        "aux_parton_eta": np.where(found_flat, pick(p_eta), 0.0).astype(np.float32),
-        "aux_parton_phi": np.where(found_flat, pick(p_phi), 0.0).astype(np.float32),
+        "aux_parton_pid": flat(truth["pid"], np.int32),
+        "aux_parton_pt": flat(truth["pt"], np.float32),
+        "aux_parton_eta": flat(truth["eta"], np.float32),
+        "aux_parton_phi": flat(truth["phi"], np.float32),
     }

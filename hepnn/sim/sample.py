@@ -7,6 +7,15 @@ process name, shard number), so the files do not depend on the number of workers
 written under a temporary name and renamed when complete, so an interrupted run leaves only
 whole files, and a re-run generates only the missing shards. A re-run with a different
 configuration into the same directory is refused rather than mixing samples.
+
+The manifest also records :data:`SCHEMA_VERSION`, the version of the file layout (branches and
+their meaning). A directory whose manifest has another schema version, or none (written before
+versions were recorded), or whose shards have no manifest at all, is refused as well: its
+files lack branches (or mean something else) and must be deleted or regenerated elsewhere.
+
+Schema versions: 1 (no version recorded) particle-flow constituents ``part_*``, ``jet_*``,
+labels, ``aux_parton_*``; 2 adds the calorimeter cells of each jet, ``cell_ecal_*`` and
+``cell_hcal_*`` (see :mod:`hepnn.sim.jets`).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 TREE = "tree"
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,10 @@ class SampleConfig:
         d["classes"] = list(self.classes)
         return json.loads(json.dumps(d))
 
+    def manifest(self) -> dict[str, object]:
+        """What ``manifest.json`` records: :data:`SCHEMA_VERSION` and :meth:`physics_dict`."""
+        return {"schema_version": SCHEMA_VERSION, **self.physics_dict()}
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -174,7 +188,7 @@ def generate_shard(shard: Shard, cfg: SampleConfig, progress=None) -> ShardRepor
     start = time.perf_counter()
     process = jets.PROCESSES[shard.process]
     setup = _pythia_setup(cfg)
-    selection = jets.JetSelection(**dict(cfg.jet or {}))
+    selection = jets.JetSelection.from_dict(cfg.jet)
     detector_cfg = detector.DetectorConfig.from_dict(cfg.detector)
     pythia = jets.make_pythia(process, setup, shard.pythia_seed)
     charges = jets.ChargeTable(pythia.particleData)
@@ -199,7 +213,7 @@ def generate_shard(shard: Shard, cfg: SampleConfig, progress=None) -> ShardRepor
         TREE,
         columns,
         title=f"hepnn {shard.process} jets",
-        metadata={"hepnn_generator": json.dumps({"shard": asdict(shard), "config": cfg.physics_dict()})},
+        metadata={"hepnn_generator": json.dumps({"shard": asdict(shard), "config": cfg.manifest()})},
     )
     return ShardReport(shard.path, shard.n_jets, n_events, time.perf_counter() - start)
 
@@ -246,11 +260,30 @@ class SampleReport:
 
 
 def check_manifest(cfg: SampleConfig) -> None:
-    """Refuse to add to a directory whose files were made with a different configuration."""
+    """Refuse to add to a directory whose files were made with another schema version or configuration.
+
+    A manifest without ``schema_version`` (schema 1) or with another version, and shard files
+    without any manifest, are refused too: those files lack branches this version writes.
+    """
     path = Path(cfg.output_dir) / MANIFEST
     if not path.exists():
+        shards = [s.path for s in plan_shards(cfg) if Path(s.path).exists()]
+        if shards:
+            raise ConfigError(
+                f"{cfg.output_dir} holds sample files ({Path(shards[0]).name}, ...) but no {MANIFEST}, so "
+                "their schema version and configuration are unknown; delete that directory (or those "
+                "files) to regenerate the sample, or choose another generate.output_dir"
+            )
         return
     existing = json.loads(path.read_text())
+    version = existing.pop("schema_version", 1)
+    if version != SCHEMA_VERSION:
+        raise ConfigError(
+            f"{cfg.output_dir} holds a sample of schema version {version} ({path}), but this hepnn writes "
+            f"schema version {SCHEMA_VERSION} (version 2 added the calorimeter-cell branches cell_ecal_*, "
+            "cell_hcal_*); its files cannot be extended or reused: delete that directory to regenerate "
+            "the sample, or choose another generate.output_dir"
+        )
     wanted = cfg.physics_dict()
     if existing != wanted:
         differing = sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
@@ -274,7 +307,7 @@ def generate_sample(cfg: SampleConfig, progress_bar: bool = True) -> SampleRepor
         return SampleReport([s.path for s in shards], [], 0.0, 0)
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     with atomic_path(Path(cfg.output_dir) / MANIFEST) as tmp:
-        tmp.write_text(json.dumps(cfg.physics_dict(), indent=2, sort_keys=True))
+        tmp.write_text(json.dumps(cfg.manifest(), indent=2, sort_keys=True))
 
     total = sum(s.n_jets for s in missing)
     bar = tqdm(

@@ -4,7 +4,8 @@ The net is any ``nn.Module`` taking the batch entries named in ``inputs`` (e.g. 
 ``mask``) and returning one logit per class. Loss: cross entropy. Metrics: accuracy and AUC
 (torchmetrics, synchronised across ranks) during validation and test; at the end of the test
 the predictions of all ranks are gathered and the background rejection at fixed signal
-efficiency is computed on the whole test set (:mod:`hepnn.metrics`).
+efficiency, the one-vs-rest AUC of every class (more than two classes) and the confusion
+matrix are computed on the whole test set (:mod:`hepnn.metrics`).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class ClassificationTask(L.LightningModule):
         self.test_metrics = base.clone(prefix="test/")
         self._test_rows: list[dict[str, np.ndarray]] = []
         self.test_predictions: dict[str, np.ndarray] | None = None
+        self.test_extras: dict = {}  # non-scalar test results for the run summary
 
     @property
     def n_parameters(self) -> int:
@@ -136,6 +138,7 @@ class ClassificationTask(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._test_rows = []
         self.test_predictions = None
+        self.test_extras = {}
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         _, probabilities = self._step(batch, "test")
@@ -169,8 +172,17 @@ class ClassificationTask(L.LightningModule):
             self.signal_efficiencies,
         )
         # identical on every rank (computed from the gathered predictions): averaging changes nothing
-        rejections = {f"test/{k}": float(v) for k, v in summary.items() if k.startswith("rej")}
-        self.log_dict(rejections, sync_dist=True)
+        figures = {f"test/{k}": float(v) for k, v in summary.items() if k.startswith(("rej", "auc_"))}
+        self.log_dict(figures, sync_dist=True)
+        confusion = metrics.confusion_matrix(
+            self.test_predictions["probabilities"], labels, len(self.classes)
+        )
+        self.test_extras = {
+            "test/confusion_matrix": {
+                "classes": self.classes,
+                "rows_true_columns_predicted": confusion.tolist(),
+            }
+        }
 
     def _gather(self, rows: list[dict]) -> list[dict]:
         """The test rows of every rank (all ranks receive all of them)."""
