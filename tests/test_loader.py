@@ -16,6 +16,7 @@ from hepnn.data.datamodule import RootDataModule
 from hepnn.data.preprocess import DataValueError
 from hepnn.data.sharding import batch_plan, deal
 from hepnn.data.source import DataInputError
+from hepnn.data.spec import DataSpec
 from hepnn.errors import ConfigError
 
 CODECS = {"zlib": uproot.ZLIB(4), "lzma": uproot.LZMA(2), "lz4": uproot.LZ4(1), "zstd": uproot.ZSTD(3)}
@@ -417,3 +418,76 @@ def test_recurrent_net_on_jets_in_events_ignores_the_padding(event_files):
             outputs.append(torch.cat([net(b["jets"], b["jet_mask"]) for b in batches]))
         assert max(int(b["jet_mask"].sum(dim=1).max()) for b in batches) == 6  # the most jets in an event
     torch.testing.assert_close(outputs[0], outputs[1])
+
+
+@pytest.fixture(scope="module")
+def trace_file(tmp_path_factory):
+    """Events with fixed-size arrays per entry: 81 x 8 time traces and 81 start times."""
+    rng = np.random.default_rng(9)
+    n = 120
+    path = tmp_path_factory.mktemp("traces") / "traces.root"
+    with uproot.recreate(path) as f:
+        f.mktree(
+            "events", {"traces": (np.float32, (81, 8)), "start": (np.float32, (81,)), "energy": np.float32}
+        )
+        f["events"].extend(
+            {
+                "traces": rng.exponential(2.0, (n, 81, 8)).astype(np.float32),
+                "start": rng.normal(500.0, 100.0, (n, 81)).astype(np.float32),
+                "energy": rng.uniform(18.5, 20.0, n).astype(np.float32),
+            }
+        )
+    return path
+
+
+def trace_config(path, **stations) -> dict:
+    return {
+        "files": str(path),
+        "tree": "events",
+        "variables": {"log_traces": "np.log1p(traces)"},
+        "inputs": {
+            "traces": {"shape": [1, 9, 9, 8], "features": {"log_traces": {"center": 1.0, "scale": 0.5}}},
+            "stations": {
+                "shape": [9, 9],
+                "features": {"start": {"center": "auto", "scale": "auto"}, **stations},
+            },
+        },
+        "targets": {"log10_energy": "energy"},
+        "split": {"train": 0.5, "val": 0.0, "test": 0.5},
+        "batch_size": 16,
+        "eval_batch_size": 16,
+        "num_workers": 0,
+        "seed": 1,
+        "cache_dir": str(path.parent / "cache"),
+    }
+
+
+def test_fixed_size_arrays_come_out_reshaped_and_standardised(trace_file):
+    dm = RootDataModule(**trace_config(trace_file))
+    dm.prepare_data()
+    dm.setup()
+    batches = all_batches(dm, "test")
+    traces = np.concatenate([b["traces"].numpy() for b in batches])
+    stations = np.concatenate([b["stations"].numpy() for b in batches])
+    entries = np.concatenate([b["entry"].numpy() for b in batches])
+    raw = uproot.open(trace_file)["events"].arrays(library="np")
+    assert traces.shape == (60, 1, 1, 9, 9, 8) and stations.shape == (60, 1, 9, 9)
+    expected = (np.log1p(raw["traces"][entries]).reshape(60, 1, 9, 9, 8) - 1.0) / 0.5
+    np.testing.assert_allclose(traces[:, 0], expected, rtol=1e-5, atol=1e-5)
+    center, scale = dm.spec.standardization()["stations"]["start"]
+    assert abs(center - 500) < 15 and abs(scale - 100) < 15  # from the training entries, all stations
+    np.testing.assert_allclose(
+        stations[:, 0], (raw["start"][entries].reshape(60, 9, 9) - center) / scale, rtol=1e-4
+    )
+    assert DataSpec.from_config(dm.spec.to_config()).inputs == dm.spec.inputs
+
+
+def test_fixed_size_arrays_of_the_wrong_size_or_per_entry_values_are_refused(trace_file):
+    dm = RootDataModule(**trace_config(trace_file, energy={}))  # one value per entry, not 81
+    with pytest.raises(DataValueError, match=r"data\.inputs\.stations\.features\.energy has shape \(\d+,\)"):
+        dm.setup()
+        all_batches(dm, "test")
+    with pytest.raises(ConfigError, match=r"data\.inputs\.traces\.shape must be a list of positive integers"):
+        RootDataModule(
+            **{**trace_config(trace_file), "inputs": {"traces": {"shape": [0, 3], "features": ["traces"]}}}
+        ).setup()

@@ -117,11 +117,16 @@ class _NonFinite:
         self.count = np.zeros(len(entries), dtype=np.int32)
 
     def __call__(self, values: np.ndarray, row_of: np.ndarray | None, where: str) -> np.ndarray:
-        """Check ``values`` (per entry, or per element with ``row_of`` its entry row)."""
+        """Check ``values``: per entry, per element with ``row_of`` its entry row, or ``(N, ...)``
+        arrays of several values per entry (``row_of`` None)."""
         bad = ~np.isfinite(values)
         if not bad.any():
             return values
-        rows = np.flatnonzero(bad) if row_of is None else row_of[np.flatnonzero(bad)]
+        if row_of is not None:
+            rows = row_of[np.flatnonzero(bad)]
+        else:
+            rows = np.flatnonzero(bad.reshape(len(values), -1).any(axis=1))
+            rows = np.repeat(rows, bad.reshape(len(values), -1)[rows].sum(axis=1))
         if not self.replace:
             raise DataValueError(
                 f"{where}: {int(bad.sum())} non-finite value(s) (NaN or inf) in "
@@ -255,16 +260,42 @@ def build_image_elements(
 
 
 def build_flat_group(group: InputGroup, resolve, n: int, source: str, nonfinite) -> np.ndarray:
-    """``(N, C)`` standardised, clipped float32 array of a per-entry group."""
+    """Standardised, clipped float32 array of a per-entry group: ``(N, C)``, or ``(N, C, *shape)``
+    for a group of fixed-size arrays (``shape``)."""
     columns = []
     for feature in group.features:
         where = f"{source}: data.inputs.{group.name}.features.{feature.name}"
-        x = nonfinite(_as_per_entry(resolve(feature.name), n, where).astype(np.float32), None, where)
+        values = resolve(feature.name)
+        if group.shape is None:
+            x = _as_per_entry(values, n, where).astype(np.float32)
+        else:
+            x = _as_shaped(values, n, group.shape, where)
+        x = nonfinite(x, None, where)
         x = (x - np.float32(feature.center)) / np.float32(feature.scale)
         if feature.clip is not None:
             x = np.clip(x, *feature.clip)
         columns.append(x.astype(np.float32, copy=False))
     return np.stack(columns, axis=1)
+
+
+def _as_shaped(values, n: int, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """A fixed-size array per entry as float32 ``(n, *shape)`` (the same number of values, reshaped)."""
+    if isinstance(values, FlatJagged):
+        values = values.to_awkward()
+    try:
+        array = ak.to_numpy(values) if isinstance(values, ak.Array) else np.asarray(values)
+    except ValueError:
+        raise DataValueError(
+            f"{where} has a varying number of values per entry; shape {list(shape)} needs a fixed-size "
+            f"array per entry"
+        ) from None
+    size = int(np.prod(shape))
+    if array.ndim < 2 or len(array) != n or array[0].size != size:
+        raise DataValueError(
+            f"{where} has shape {array.shape}, expected ({n}, ...) with {size} values per entry "
+            f"(data shape {list(shape)})"
+        )
+    return np.ascontiguousarray(array, dtype=np.float32).reshape((n, *shape))
 
 
 def build_labels(spec: DataSpec, resolve, entries: np.ndarray, source: str) -> np.ndarray:

@@ -106,6 +106,8 @@ class InputGroup:
     plus a boolean mask ``(B, length)`` stored under ``mask_key``. Without ``length`` the
     features are one value per entry and the group is ``(B, C)``. ``on_empty`` says what an
     entry with an empty list is: ``keep`` (an all-padding row, mask all False) or ``error``.
+    With ``shape`` set, every feature is a fixed-size array per entry (e.g. the 9 x 9 x 80 time
+    traces of a detector array), reshaped to ``shape``: the group is ``(B, C, *shape)``.
     With ``image`` set, the group is a jet image (no ``features``): see :class:`ImageSpec`.
     """
 
@@ -117,6 +119,7 @@ class InputGroup:
     order: Ordering | None = None
     on_empty: str = "keep"
     image: ImageSpec | None = None
+    shape: tuple[int, ...] | None = None
 
     @property
     def jagged(self) -> bool:
@@ -239,6 +242,8 @@ class DataSpec:
                     for f in g.features
                 }
             }
+            if g.shape is not None:
+                group["shape"] = list(g.shape)
             if g.jagged:
                 group |= {"length": g.length, "pad_value": g.pad_value, "mask": g.mask_key}
                 group |= {"on_empty": g.on_empty}
@@ -370,7 +375,7 @@ def _mapping(cfg: Mapping, key: str) -> Mapping:
     return value
 
 
-GROUP_KEYS = ("features", "length", "pad_value", "clip", "mask", "order", "on_empty")
+GROUP_KEYS = ("features", "length", "pad_value", "clip", "mask", "order", "on_empty", "shape")
 IMAGE_KEYS = ("channels", "grid", "preprocessing", "augment")
 CENTERS = ("centroid", "leading_subjet", "none")
 
@@ -482,6 +487,18 @@ def _input_group(name: str, cfg: Mapping) -> InputGroup:
         raise DataConfigError(
             f"{where}.length must be a positive integer (or null for per-entry features), got {length!r}"
         )
+    shape = cfg.get("shape")
+    if shape is not None:
+        if length is not None:
+            raise DataConfigError(f"{where}: give either length (lists) or shape (fixed arrays), not both")
+        if (
+            isinstance(shape, str | bytes)
+            or not isinstance(shape, Sequence)
+            or not shape
+            or not all(isinstance(n, int) and n > 0 for n in shape)
+        ):
+            raise DataConfigError(f"{where}.shape must be a list of positive integers, got {shape!r}")
+        shape = tuple(int(n) for n in shape)
     on_empty = cfg.get("on_empty") or "keep"
     if on_empty not in EMPTY_POLICIES:
         raise DataConfigError(f"{where}.on_empty must be one of {EMPTY_POLICIES}, got {on_empty!r}")
@@ -504,6 +521,7 @@ def _input_group(name: str, cfg: Mapping) -> InputGroup:
         mask_key=(cfg.get("mask") or f"{name}_mask") if length is not None else None,
         order=order,
         on_empty=on_empty,
+        shape=shape,
     )
 
 

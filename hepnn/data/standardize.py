@@ -91,7 +91,7 @@ def compute_standardization(
                 position = np.arange(len(columns.values)) - np.repeat(columns.offsets[:-1], counts)
                 values = columns.values[position < group.length, index]
             else:
-                values = data.columns[group.name][:, index]
+                values = data.columns[group.name][:, index].ravel()  # all values of shaped groups
             samples[(group.name, feature.name)].append(values)
     result: dict[str, dict[str, list[float]]] = {}
     for (group_name, feature_name), parts in samples.items():
