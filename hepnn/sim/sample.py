@@ -16,6 +16,10 @@ files lack branches (or mean something else) and must be deleted or regenerated 
 Schema versions: 1 (no version recorded) particle-flow constituents ``part_*``, ``jet_*``,
 labels, ``aux_parton_*``; 2 adds the calorimeter cells of each jet, ``cell_ecal_*`` and
 ``cell_hcal_*`` (see :mod:`hepnn.sim.jets`).
+
+Other kinds of sample (e.g. the air showers of :mod:`hepnn.sim.airshower`) reuse this
+production (shards, workers, progress, manifest, refusal of mismatching directories) by passing a
+:class:`SampleKind` to :func:`generate_sample` and :func:`check_manifest`; jets are the default.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import os
 import queue
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -139,6 +143,11 @@ class Shard:
     detector_seed: int
     path: str
 
+    @property
+    def n_items(self) -> int:
+        """Entries this shard's file will hold (what the progress bar counts)."""
+        return self.n_jets
+
 
 def plan_shards(cfg: SampleConfig) -> list[Shard]:
     """All shards of a sample, in a fixed order; seeds depend only on (seed, process, index)."""
@@ -164,7 +173,10 @@ def plan_shards(cfg: SampleConfig) -> list[Shard]:
 
 @dataclass
 class ShardReport:
-    """Timing of one generated shard (wall seconds in its worker)."""
+    """Timing of one generated shard (wall seconds in its worker).
+
+    ``n_jets`` counts the entries written: jets, or events for samples of one entry per event.
+    """
 
     path: str
     n_jets: int
@@ -180,11 +192,16 @@ def _init_worker(progress_queue) -> None:
     _progress_queue = progress_queue
 
 
+def progress_reporter(progress: Callable[[int], object] | None = None) -> Callable[[int], object]:
+    """``progress``, else (in a worker of :func:`generate_sample`) its progress queue, else a no-op."""
+    return progress or (_progress_queue.put if _progress_queue is not None else (lambda n: None))
+
+
 def generate_shard(shard: Shard, cfg: SampleConfig, progress=None) -> ShardReport:
     """Generate and write one shard; ``progress(n)`` (or the worker's queue) is told of new jets."""
     from hepnn.sim import detector, jets
 
-    report = progress or (_progress_queue.put if _progress_queue is not None else (lambda n: None))
+    report = progress_reporter(progress)
     start = time.perf_counter()
     process = jets.PROCESSES[shard.process]
     setup = _pythia_setup(cfg)
@@ -235,6 +252,35 @@ def _pythia_setup(cfg: SampleConfig):
     return PythiaSetup(**values)
 
 
+@dataclass(frozen=True)
+class SampleKind:
+    """How :func:`generate_sample` produces one kind of sample.
+
+    ``plan(cfg)`` lists all shards in a fixed order (objects with ``path``, ``process``, ``index``
+    and ``n_items``); ``generate(shard, cfg, progress=None)`` writes one shard and returns its
+    :class:`ShardReport` (a module-level function: it is sent to worker processes, as is ``cfg``,
+    which needs ``output_dir``, ``n_workers()``, ``manifest()`` and ``physics_dict()``).
+    ``schema_version`` is recorded in the manifest; ``schema_note`` (what the newest version
+    changed) is added to the message refusing another version; ``unit`` names an entry.
+    """
+
+    name: str
+    plan: Callable[[object], list]
+    generate: Callable[..., ShardReport]
+    schema_version: int
+    schema_note: str = ""
+    unit: str = "jet"
+
+
+JETS = SampleKind(
+    name="jets",
+    plan=plan_shards,
+    generate=generate_shard,
+    schema_version=SCHEMA_VERSION,
+    schema_note="version 2 added the calorimeter-cell branches cell_ecal_*, cell_hcal_*",
+)
+
+
 @dataclass
 class SampleReport:
     """What a :func:`generate_sample` call did: files, newly generated shards and timings."""
@@ -243,6 +289,7 @@ class SampleReport:
     generated: list[ShardReport]
     wall_seconds: float
     workers: int
+    unit: str = "jet"
 
     @property
     def n_jets(self) -> int:
@@ -252,22 +299,25 @@ class SampleReport:
         if not self.generated:
             return f"reused {len(self.files)} existing file(s); nothing generated"
         cpu = sum(r.seconds for r in self.generated)
+        unit, n_files = self.unit, len(self.generated)
         return (
-            f"generated {self.n_jets} jets in {len(self.generated)} file(s) with {self.workers} worker(s): "
-            f"{self.wall_seconds:.1f} s wall, {self.n_jets / self.wall_seconds:.1f} jets/s in all, "
-            f"{self.n_jets / cpu:.1f} jets/s per worker"
+            f"generated {self.n_jets} {unit}s in {n_files} file(s) with {self.workers} worker(s): "
+            f"{self.wall_seconds:.1f} s wall, {self.n_jets / self.wall_seconds:.1f} {unit}s/s in all, "
+            f"{self.n_jets / cpu:.1f} {unit}s/s per worker"
         )
 
 
-def check_manifest(cfg: SampleConfig) -> None:
+def check_manifest(cfg: SampleConfig, kind: SampleKind | None = None) -> None:
     """Refuse to add to a directory whose files were made with another schema version or configuration.
 
     A manifest without ``schema_version`` (schema 1) or with another version, and shard files
-    without any manifest, are refused too: those files lack branches this version writes.
+    without any manifest, are refused too: those files lack branches this version writes. So is
+    a manifest of another kind of sample (``kind`` in the manifest; jets when absent).
     """
+    kind = kind or JETS
     path = Path(cfg.output_dir) / MANIFEST
     if not path.exists():
-        shards = [s.path for s in plan_shards(cfg) if Path(s.path).exists()]
+        shards = [s.path for s in kind.plan(cfg) if Path(s.path).exists()]
         if shards:
             raise ConfigError(
                 f"{cfg.output_dir} holds sample files ({Path(shards[0]).name}, ...) but no {MANIFEST}, so "
@@ -276,13 +326,19 @@ def check_manifest(cfg: SampleConfig) -> None:
             )
         return
     existing = json.loads(path.read_text())
+    found = existing.get("kind", JETS.name)
+    if found != kind.name:
+        raise ConfigError(
+            f"{cfg.output_dir} holds a sample of kind {found!r} ({path}), not {kind.name!r}; "
+            "choose another generate.output_dir"
+        )
     version = existing.pop("schema_version", 1)
-    if version != SCHEMA_VERSION:
+    if version != kind.schema_version:
+        note = f" ({kind.schema_note})" if kind.schema_note else ""
         raise ConfigError(
             f"{cfg.output_dir} holds a sample of schema version {version} ({path}), but this hepnn writes "
-            f"schema version {SCHEMA_VERSION} (version 2 added the calorimeter-cell branches cell_ecal_*, "
-            "cell_hcal_*); its files cannot be extended or reused: delete that directory to regenerate "
-            "the sample, or choose another generate.output_dir"
+            f"schema version {kind.schema_version}{note}; its files cannot be extended or reused: delete "
+            "that directory to regenerate the sample, or choose another generate.output_dir"
         )
     wanted = cfg.physics_dict()
     if existing != wanted:
@@ -294,44 +350,55 @@ def check_manifest(cfg: SampleConfig) -> None:
         )
 
 
-def generate_sample(cfg: SampleConfig, progress_bar: bool = True) -> SampleReport:
-    """Generate every missing shard of ``cfg`` in parallel worker processes, with a progress bar."""
+def generate_sample(
+    cfg: SampleConfig, progress_bar: bool = True, kind: SampleKind | None = None
+) -> SampleReport:
+    """Generate every missing shard of ``cfg`` in parallel worker processes, with a progress bar.
+
+    ``kind`` says how to plan and generate shards (default :data:`JETS`).
+    """
     from tqdm.auto import tqdm
 
-    check_manifest(cfg)
-    shards = plan_shards(cfg)
+    kind = kind or JETS
+    check_manifest(cfg, kind)
+    shards = kind.plan(cfg)
     missing = [s for s in shards if not Path(s.path).exists()]
     workers = min(cfg.n_workers(), max(len(missing), 1))
     start = time.perf_counter()
     if not missing:
-        return SampleReport([s.path for s in shards], [], 0.0, 0)
+        return SampleReport([s.path for s in shards], [], 0.0, 0, kind.unit)
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     with atomic_path(Path(cfg.output_dir) / MANIFEST) as tmp:
         tmp.write_text(json.dumps(cfg.manifest(), indent=2, sort_keys=True))
 
-    total = sum(s.n_jets for s in missing)
+    total = sum(s.n_items for s in missing)
     bar = tqdm(
-        total=total, desc=f"generating jets into {cfg.output_dir}", unit="jet", disable=not progress_bar
+        total=total,
+        desc=f"generating {kind.unit}s into {cfg.output_dir}",
+        unit=kind.unit,
+        disable=not progress_bar,
     )
     try:
         if workers == 1:
-            reports = [generate_shard(s, cfg, progress=bar.update) for s in missing]
+            reports = [kind.generate(s, cfg, progress=bar.update) for s in missing]
         else:
-            reports = _generate_parallel(missing, cfg, workers, bar)
+            reports = _generate_parallel(missing, cfg, workers, bar, kind.generate)
     finally:
         bar.close()
-    report = SampleReport([s.path for s in shards], reports, time.perf_counter() - start, workers)
+    report = SampleReport([s.path for s in shards], reports, time.perf_counter() - start, workers, kind.unit)
     log.info(report.summary())
     return report
 
 
-def _generate_parallel(shards: list[Shard], cfg: SampleConfig, workers: int, bar) -> list[ShardReport]:
+def _generate_parallel(
+    shards: list[Shard], cfg: SampleConfig, workers: int, bar, generate=generate_shard
+) -> list[ShardReport]:
     ctx = mp.get_context("spawn")
     progress = ctx.Queue()
     with cf.ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=_init_worker, initargs=(progress,)
     ) as pool:
-        futures = {pool.submit(generate_shard, s, cfg): s for s in shards}
+        futures = {pool.submit(generate, s, cfg): s for s in shards}
         pending = set(futures)
         reports = []
         try:

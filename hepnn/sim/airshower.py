@@ -1,0 +1,816 @@
+"""A toy surface-detector array for ultra-high-energy cosmic-ray air showers, written to ROOT.
+
+``python -m hepnn.generate generate=airshower`` (configuration ``conf/generate/airshower.yaml``;
+defaults in :data:`DEFAULTS`). A grid of water-Cherenkov stations (think of the Pierre Auger
+Observatory) records, for every air shower, one time trace per station; the true primary
+energy, mass, shower maximum, arrival direction and core position are stored as regression
+targets. Everything is vectorised with numpy over events and stations (no Python loop over
+either) and seeded: the same seed gives identical files whatever the number of workers. The
+layout (9 x 9 stations 1500 m apart, 80 bins of 25 ns) follows the toy array of M. Erdmann,
+J. Glombitza, D. Walz, Astropart. Phys. 97 (2018) 46; the physics below is a parametric toy,
+tuned by hand to published trends, not a shower simulation.
+
+Units: metres (m), nanoseconds (ns), VEM (vertical-equivalent muon: the signal of a muon
+crossing a station vertically, i.e. 1.2 m of water), g/cm^2 for atmospheric depths, eV (as
+log10(E/eV)) for energies, radians for angles in the files (degrees in the configuration).
+
+Files and schema (version :data:`SCHEMA_VERSION`)
+-------------------------------------------------
+``<output_dir>/airshower_<index>.root`` (``events_per_file`` events each) and ``manifest.json``,
+produced, sharded over worker processes, seeded per shard and refused on a configuration
+mismatch by the same machinery as the jet samples (:mod:`hepnn.sim.sample`). Tree ``tree``,
+one entry per event, fixed-size arrays; ``S = nx * ny`` stations (81), ``T = n_bins`` (80):
+
+==========================  ==========  =======  ===============================================
+branch                      shape       type     meaning (unit)
+==========================  ==========  =======  ===============================================
+``traces``                  (S, T)      float32  signal per time bin (VEM); all 0 if not triggered
+``station_start_time``      (S,)        float32  time of the first bin's start (ns) relative to
+                                                 the core's crossing of the ground; 0 if not
+                                                 triggered
+``station_x, station_y``    (S,)        float32  station position (m), array centre at (0, 0)
+``station_triggered``       (S,)        bool     the station passed the trigger threshold
+``station_muon_signal``     (S,)        float32  truth: muonic part of the station's signal (VEM),
+                                                 0 if not triggered
+``log10_energy``            ()          float32  log10(E / eV)
+``xmax``                    ()          float32  depth of the shower maximum (g/cm^2, slant)
+``mass``                    ()          int32    mass number A of the primary (1, 4, 14, 56, ...)
+``zenith, azimuth``         ()          float32  arrival direction (rad); azimuth from +x
+                                                 towards +y, of the direction the shower
+                                                 comes from, in [0, 2 pi)
+``axis_x, axis_y, axis_z``  ()          float32  unit vector pointing to where the shower comes
+                                                 from (sin t cos p, sin t sin p, cos t)
+``core_x, core_y``          ()          float32  where the shower axis hits the ground (m)
+``n_triggered``             ()          int32    number of triggered stations
+``s1000``                   ()          float32  truth: expected total signal 1000 m from the
+                                                 axis (VEM)
+``muon_fraction``           ()          float32  truth: muonic fraction of ``s1000``
+==========================  ==========  =======  ===============================================
+
+Station ``k`` is grid position ``(ix, iy) = divmod(k, ny)``, so
+``traces.reshape(-1, nx, ny, T)`` is the ``A[x, y, t]`` grid (x index first) that the
+trace networks read. The trace of a station starts ``pretrigger_bins`` (8) bins before the
+arrival of its first particles; bins follow a 25 ns clock common to the array (start times
+are multiples of 25 ns).
+
+Note: :func:`hepnn.rootio.write_tree` cannot write fixed-size multi-dimensional numpy
+columns (it declares branches with ``array.dtype``, dropping the inner shape, and uproot's
+``extend`` refuses the (S, T) rows), so the shards are written here with uproot directly,
+atomically through :func:`hepnn.rootio.atomic_path`, one basket per batch of events.
+
+Parametrisations
+----------------
+*Array.* ``nx x ny`` stations ``spacing`` apart (1500 m, as Auger's surface detector), at
+``altitude`` 1400 m a.s.l. (Malargue); optionally triangular (every other row shifted by half
+a spacing, rows ``spacing * sqrt(3) / 2`` apart, as Auger's array).
+
+*Primaries.* log10(E/eV) uniform in [18.5, 20]; zenith angle with density proportional to
+sin(t) cos(t) up to 60 deg (an isotropic flux through a flat horizontal array), sampled as
+sin^2(t) = u sin^2(t_max); azimuth uniform; core uniform in the cell of the central station
+(|x| < spacing / 2, |y| < row spacing / 2); mass drawn from ``composition`` (relative fractions
+of proton, helium, nitrogen, iron by default; also carbon, oxygen, silicon).
+
+*Shower maximum.* ``xmax.model`` EPOS-LHC (default), QGSJetII-04 or Sibyll2.1: the generalised
+Gumbel distribution of M. De Domenico, M. Settimo, S. Riggi, E. Bertin, JCAP 07 (2013) 050
+(arXiv:1305.2331), ``g(z) ~ exp(-lambda z - lambda exp(-z))``, ``z = (Xmax - mu) / sigma``, with
+mu, sigma, lambda polynomials in ln A and log10(E / 10^19 eV) fitted to CONEX showers
+(coefficients in :data:`GUMBEL_PARAMETERS`; e.g. EPOS-LHC, 10^19 eV: proton mean about
+808 g/cm^2 and rms about 59, iron about 712 and 17). Sampled exactly as
+``Xmax = mu - sigma ln(G / lambda)`` with G ~ Gamma(lambda, 1). ``model: gaussian`` instead
+uses an elongation-rate model, <Xmax> = x0 + D (log10(E/eV) - 19) - c ln A (defaults
+x0 = 790 g/cm^2, D = 58 g/cm^2 per decade, c = 25 g/cm^2: about 100 g/cm^2 between proton
+and iron, as in those simulations and roughly the Auger Xmax measurements, PRD 90 (2014)
+122005) and an rms ``width_proton + width_lnA * ln A`` (60, 46, 34, 20 g/cm^2 for p, He, N,
+Fe).
+
+*Atmosphere.* ``us_standard``: the U.S. standard atmosphere in Linsley's parametrisation as
+used by CORSIKA (D. Heck et al., FZKA 6019 (1998)), four exponential layers
+``X(h) = a + b exp(-h / c)`` (coefficients in :data:`US_STANDARD_LAYERS`) and a linear top
+layer; 875 g/cm^2 vertical depth at 1400 m. ``isothermal``: ``X = X0 exp(-h / H)`` with
+``sea_level_depth`` X0 = 1033 g/cm^2 and ``scale_height`` H = 8400 m. Flat Earth: the slant
+depth of the ground is X_vertical(altitude) / cos(t); the depth past the maximum is
+``DX = X_ground / cos(t) - Xmax``, and the distance along the axis from the core to the
+maximum is ``(h(Xmax cos t) - altitude) / cos t``.
+
+*Signal size.* The expected total signal 1000 m from the axis follows the inverse of the
+Auger energy calibration, E = A S38^B with A = 0.190 EeV, B = 1.025 (approximately the
+published calibration constants: A = 0.186-0.190 EeV, B = 1.025-1.031, Pierre Auger Collab.,
+ICRC 2013 and PRD 102 (2020) 062005; so S1000 ~ E^0.976), and the attenuation with zenith of a
+constant-intensity cut, ``S1000 = S38 f(x)``, ``f = 1 + a x + b x^2 + c x^3``,
+``x = cos^2 t - cos^2 38 deg``, with (a, b, c) = (0.98, -1.68, -1.30): values of the order of
+the Auger fits (maximum near 20 deg, about half the 38 deg value at 60 deg; toy values, not a
+fit). At fixed zenith, S1000 does not depend on Xmax or mass in this toy.
+
+*Components.* The muonic fraction of S1000 rises with the shower's age at the ground,
+``f_mu(DX) = f_min + (f_max - f_min) / (1 + exp(-(DX - DX_half) / w))`` with f_min = 0.25,
+f_max = 0.9, DX_half = 450 g/cm^2, w = 180 g/cm^2 (about 0.35 for vertical showers, 0.5 at
+38 deg and 0.85 at 60 deg: older showers at the ground are muon-rich because the
+electromagnetic cascade is absorbed past its maximum while muons are not; a toy tuned to the
+trend of shower-universality studies, not a fit). Each component falls with the distance r
+from the axis in the shower plane as the Auger-type lateral distribution
+``S(r) = S(1000) (r / 1000 m)^beta ((r + 700 m) / 1700 m)^beta`` (r >= ``r_min`` = 100 m),
+with beta = -2.5 + 0.6 (sec t - 1) for the electromagnetic and -2.1 + 0.4 (sec t - 1) for
+the flatter muonic part (toy values around the slopes fitted by Auger, about -2 to -2.6,
+flatter for inclined showers).
+
+*Fluctuations.* Muons are counted: N ~ Poisson(S_mu(r) / s_mu) with s_mu the mean signal of
+one muon, 1 VEM times the mean track length in a cylinder of 1.2 m height and 1.8 m radius
+(Auger station) relative to the vertical, ``1 / (cos t + 2 h / (pi R) sin t)``; each muon's
+signal has a relative rms of 0.35 (track-length spread: Gamma distributed). The muons are
+spread over at most ``max_pulses`` (24) pulses (a pulse holds several muons once there are
+more: the sum of their Gamma-distributed signals is again Gamma). The electromagnetic signal
+is Gamma distributed with mean S_em(r) and variance 0.2 VEM * S_em(r) (many small particles).
+
+*Timing.* The particles arrive after a curved shower front: a sphere centred on the axis at
+``R_c = curvature_radius_min + max(D_Xmax, 0)`` from the core (8 km plus the distance to the
+shower maximum: about 9 km for vertical and 20 km for 60 deg showers), expanding at the speed
+of light, ``t_front = (|R_c a - p| - R_c) / c`` for a station at p from the core (plane front
+-a.p/c plus a curvature delay of about r^2 / (2 c R_c)); the first particle's arrival is
+smeared by a Gaussian jitter of rms sqrt(10^2 + (20 r / 1000 m)^2) ns, growing with distance
+(as the first-particle statistics thin out; cf. the Auger time-variance model, C. Bonifazi
+et al., Nucl. Phys. B Proc. Suppl. 190 (2009) 20). After it, muon arrival delays are
+Gamma(1.5) distributed with mean 20 + 80 k r / 1000 m ns (early, spiky), the electromagnetic
+arrival density is Gamma(2) with mean 40 + 200 k r / 1000 m ns (later, smoother, wider); k =
+sqrt(5 km / max(D_Xmax, 1 km)) makes traces of showers developing close to the ground
+(deep, vertical) broader and those of distant maxima (inclined) narrower, as the measured
+rise times. Every arrival produces an exponential light pulse with a 60 ns decay time (the
+light decay in an Auger station), integrated over 25 ns bins; signal after the trace's end is
+lost.
+
+*Noise and trigger.* Gaussian baseline noise of 0.01 VEM per bin; a station triggers if its
+trace total (``trigger.level: total``) or its largest bin (``peak``) reaches ``threshold``
+(3 VEM); otherwise it records nothing (trace, start time and muon truth all 0, flag 0). An
+event is kept if at least ``min_stations`` (3) stations triggered (as Auger's event trigger;
+showers failing it are replaced by new ones, so the sample describes triggered events).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import zlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hepnn.errors import ConfigError
+from hepnn.sim.sample import SampleConfig, SampleKind, SampleReport, ShardReport, generate_sample
+
+SCHEMA_VERSION = 1
+TREE = "tree"
+PROCESS = "airshower"
+SPEED_OF_LIGHT = 0.299792458  # m/ns
+
+MASS_NUMBERS = {
+    "proton": 1,
+    "helium": 4,
+    "carbon": 12,
+    "nitrogen": 14,
+    "oxygen": 16,
+    "silicon": 28,
+    "iron": 56,
+}
+
+# De Domenico et al., JCAP 07 (2013) 050 (arXiv:1305.2331): Gumbel parameters
+# p = sum_i p_i * lg^i (lg = log10(E / 10^19 eV)), each p_i = c0 + c1 ln A + c2 (ln A)^2.
+GUMBEL_PARAMETERS = {
+    "EPOS-LHC": {
+        "mu": ((775.589, -7.047, -2.427), (57.589, -0.743, 0.214), (-0.820, -0.169, -0.027)),
+        "sigma": ((29.403, 13.553, -3.154), (0.096, -0.961, 0.150)),
+        "lambda": ((0.563, 0.711, 0.058), (0.039, 0.067, -0.004)),
+    },
+    "QGSJetII-04": {
+        "mu": ((761.383, -11.719, -1.372), (57.344, -1.731, 0.309), (-0.355, 0.273, -0.137)),
+        "sigma": ((35.221, 12.335, -2.889), (0.307, -1.147, 0.271)),
+        "lambda": ((0.673, 0.694, -0.007), (0.060, -0.019, 0.017)),
+    },
+    "Sibyll2.1": {
+        "mu": ((770.104, -15.873, -0.960), (58.668, -0.124, -0.023), (-1.423, 0.977, -0.191)),
+        "sigma": ((31.717, 1.335, -0.601), (-1.912, 0.007, 0.086)),
+        "lambda": ((0.683, 0.278, 0.012), (0.008, 0.051, 0.003)),
+    },
+}
+XMAX_MODELS = (*GUMBEL_PARAMETERS, "gaussian")
+
+# U.S. standard atmosphere (Linsley), as in CORSIKA: lower edge of the layer (m), a (g/cm^2),
+# b (g/cm^2), c (m); X(h) = a + b exp(-h / c), and X(h) = a - b h / c in the top layer.
+US_STANDARD_LAYERS = (
+    (0.0, -186.555305, 1222.6562, 9941.8638),
+    (4000.0, -94.919, 1144.9069, 8781.5355),
+    (10000.0, 0.61289, 1305.5948, 6361.4304),
+    (40000.0, 0.0, 540.1778, 7721.7016),
+    (100000.0, 0.01128292, 1.0, 1.0e7),
+)
+
+# The configuration's physics sections and their defaults (conf/generate/airshower.yaml holds
+# the same values, with units). ``composition`` is a free mapping species -> relative fraction.
+DEFAULTS: dict[str, dict] = {
+    "array": {"nx": 9, "ny": 9, "spacing": 1500.0, "triangular": False, "altitude": 1400.0},
+    "primary": {
+        "log10_energy_min": 18.5,
+        "log10_energy_max": 20.0,
+        "zenith_max": 60.0,
+        "composition": {"proton": 0.25, "helium": 0.25, "nitrogen": 0.25, "iron": 0.25},
+    },
+    "xmax": {
+        "model": "EPOS-LHC",
+        "x0": 790.0,
+        "elongation_rate": 58.0,
+        "lnA_shift": 25.0,
+        "width_proton": 60.0,
+        "width_lnA": -10.0,
+    },
+    "atmosphere": {"model": "us_standard", "sea_level_depth": 1033.0, "scale_height": 8400.0},
+    "signal": {
+        "energy_scale": 0.190,
+        "energy_exponent": 1.025,
+        "cic": [0.98, -1.68, -1.30],
+        "cic_reference_zenith": 38.0,
+        "r_opt": 1000.0,
+        "r_scale": 700.0,
+        "r_min": 100.0,
+        "beta_em": -2.5,
+        "beta_em_sec": 0.6,
+        "beta_mu": -2.1,
+        "beta_mu_sec": 0.4,
+        "em_quantum": 0.2,
+    },
+    "muons": {
+        "fraction_min": 0.25,
+        "fraction_max": 0.9,
+        "dx_half": 450.0,
+        "dx_width": 180.0,
+        "signal_per_muon": 1.0,
+        "tank_height": 1.2,
+        "tank_radius": 1.8,
+        "track_spread": 0.35,
+        "max_pulses": 24,
+    },
+    "timing": {
+        "curvature_radius_min": 8000.0,
+        "jitter": 10.0,
+        "jitter_1000": 20.0,
+        "muon_delay": 20.0,
+        "muon_delay_1000": 80.0,
+        "muon_delay_shape": 1.5,
+        "em_delay": 40.0,
+        "em_delay_1000": 200.0,
+        "distance_ref": 5000.0,
+        "distance_min": 1000.0,
+        "distance_exponent": 0.5,
+        "pulse_decay": 60.0,
+    },
+    "trace": {"n_bins": 80, "bin_width": 25.0, "pretrigger_bins": 8, "noise": 0.01},
+    "trigger": {"threshold": 3.0, "level": "total", "min_stations": 3},
+}
+
+
+def _merge(defaults: Mapping, values: Mapping | None, where: str) -> dict:
+    """``defaults`` updated by ``values``; unknown keys and values of the wrong type name their key."""
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {values!r}")
+    unknown = sorted(set(values) - set(defaults))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(defaults)}")
+    out = {}
+    for key, default in defaults.items():
+        name = f"{where}.{key}"
+        value = values.get(key, default)
+        if key == "composition":
+            if not isinstance(value, Mapping) or not value:
+                raise ConfigError(f"{name} must be a mapping species -> fraction, got {value!r}")
+            out[key] = dict(value)
+        elif isinstance(default, Mapping):
+            out[key] = _merge(default, value, name)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name} must be true or false, got {value!r}")
+            out[key] = value
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+            out[key] = value
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ConfigError(f"{name} must be a number, got {value!r}")
+            out[key] = float(value)
+        elif isinstance(default, list):
+            if not isinstance(value, list | tuple) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value
+            ):
+                raise ConfigError(f"{name} must be a list of numbers, got {value!r}")
+            out[key] = [float(v) for v in value]
+        else:
+            if not isinstance(value, str):
+                raise ConfigError(f"{name} must be a string, got {value!r}")
+            out[key] = value
+    return out
+
+
+def _require(condition: bool, key: str, what: str, value) -> None:
+    if not condition:
+        raise ConfigError(f"generate.{key} must be {what}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class AirShowerConfig:
+    """What to generate: event count, shards, seed and the physics sections of :data:`DEFAULTS`."""
+
+    output_dir: str
+    n_events: int = 100_000
+    events_per_file: int = 10_000
+    seed: int = 1
+    workers: int | str = "auto"
+    events_per_batch: int = 500
+    array: Mapping[str, object] = field(default_factory=lambda: dict(DEFAULTS["array"]))
+    primary: Mapping[str, object] = field(default_factory=lambda: dict(DEFAULTS["primary"]))
+    xmax: Mapping[str, object] = field(default_factory=lambda: dict(DEFAULTS["xmax"]))
+    atmosphere: Mapping[str, object] = field(default_factory=lambda: dict(DEFAULTS["atmosphere"]))
+    signal: Mapping[str, object] = field(default_factory=lambda: dict(DEFAULTS["signal"]))
+    muons: Mapping[str, object] = field(default_factory=lambda: dict(DEFAULTS["muons"]))
+    timing: Mapping[str, object] = field(default_factory=lambda: dict(DEFAULTS["timing"]))
+    trace: Mapping[str, object] = field(default_factory=lambda: dict(DEFAULTS["trace"]))
+    trigger: Mapping[str, object] = field(default_factory=lambda: dict(DEFAULTS["trigger"]))
+
+    # the same worker count rule as the jet samples ('auto' = all available cores)
+    n_workers = SampleConfig.n_workers
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, object]) -> AirShowerConfig:
+        """Build from a (Hydra) mapping: missing physics keys take :data:`DEFAULTS`; errors name the key."""
+        values = dict(values)
+        kind = values.pop("kind", PROCESS)
+        if kind != PROCESS:
+            raise ConfigError(f"generate.kind must be {PROCESS!r} for an air-shower sample, got {kind!r}")
+        fields = set(cls.__dataclass_fields__)
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ConfigError(
+                f"generate: unknown key(s) {unknown}; expected some of {sorted(fields | {'kind'})}"
+            )
+        if values.get("output_dir") in (None, ""):
+            raise ConfigError("generate.output_dir must be set")
+        for section, defaults in DEFAULTS.items():
+            values[section] = _merge(defaults, values.get(section), f"generate.{section}")
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        for key in ("n_events", "events_per_file", "events_per_batch"):
+            value = getattr(self, key)
+            _require(
+                isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                key,
+                "a positive integer",
+                value,
+            )
+        _require(
+            isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
+            "seed",
+            "a non-negative integer",
+            self.seed,
+        )
+        self.n_workers()
+        a, p, x, t = self.array, self.primary, self.xmax, self.trace
+        _require(a["nx"] >= 1 and a["ny"] >= 1, "array.nx/ny", "positive", (a["nx"], a["ny"]))
+        _require(a["spacing"] > 0, "array.spacing", "positive (m)", a["spacing"])
+        _require(0 <= a["altitude"] < 10000, "array.altitude", "in [0, 10000) m", a["altitude"])
+        lo, hi = p["log10_energy_min"], p["log10_energy_max"]
+        _require(15 <= lo < hi <= 22, "primary.log10_energy_min/max", "15 <= min < max <= 22", (lo, hi))
+        _require(0 < p["zenith_max"] < 90, "primary.zenith_max", "in (0, 90) degrees", p["zenith_max"])
+        for name, fraction in p["composition"].items():
+            _require(
+                name in MASS_NUMBERS, f"primary.composition.{name}", f"one of {sorted(MASS_NUMBERS)}", name
+            )
+            _require(
+                isinstance(fraction, int | float) and not isinstance(fraction, bool) and fraction >= 0,
+                f"primary.composition.{name}",
+                "a non-negative fraction",
+                fraction,
+            )
+        _require(sum(p["composition"].values()) > 0, "primary.composition", "not all zero", p["composition"])
+        _require(x["model"] in XMAX_MODELS, "xmax.model", f"one of {list(XMAX_MODELS)}", x["model"])
+        _require(
+            self.atmosphere["model"] in ("us_standard", "isothermal"),
+            "atmosphere.model",
+            "us_standard or isothermal",
+            self.atmosphere["model"],
+        )
+        _require(
+            len(self.signal["cic"]) == 3, "signal.cic", "3 coefficients (x, x^2, x^3)", self.signal["cic"]
+        )
+        m = self.muons
+        _require(
+            0 <= m["fraction_min"] <= m["fraction_max"] <= 1,
+            "muons.fraction_min/max",
+            "0 <= min <= max <= 1",
+            (m["fraction_min"], m["fraction_max"]),
+        )
+        _require(m["max_pulses"] >= 1, "muons.max_pulses", "a positive integer", m["max_pulses"])
+        _require(m["track_spread"] > 0, "muons.track_spread", "positive", m["track_spread"])
+        _require(t["n_bins"] >= 1, "trace.n_bins", "a positive integer", t["n_bins"])
+        _require(t["bin_width"] > 0, "trace.bin_width", "positive (ns)", t["bin_width"])
+        _require(
+            0 <= t["pretrigger_bins"] < t["n_bins"],
+            "trace.pretrigger_bins",
+            "in [0, n_bins)",
+            t["pretrigger_bins"],
+        )
+        _require(t["noise"] >= 0, "trace.noise", "non-negative (VEM)", t["noise"])
+        _require(
+            self.trigger["level"] in ("total", "peak"),
+            "trigger.level",
+            "total or peak",
+            self.trigger["level"],
+        )
+        _require(
+            0 <= self.trigger["min_stations"] <= self.n_stations,
+            "trigger.min_stations",
+            f"in [0, {self.n_stations}] (the number of stations)",
+            self.trigger["min_stations"],
+        )
+        positive = {
+            "signal": ("energy_scale", "energy_exponent", "r_opt", "r_min", "em_quantum"),
+            "muons": ("signal_per_muon", "tank_height", "tank_radius", "dx_width"),
+            "timing": (
+                "curvature_radius_min",
+                "muon_delay_shape",
+                "pulse_decay",
+                "distance_ref",
+                "distance_min",
+            ),
+            "atmosphere": ("sea_level_depth", "scale_height"),
+        }
+        for section, keys in positive.items():
+            for key in keys:
+                value = getattr(self, section)[key]
+                _require(value > 0, f"{section}.{key}", "positive", value)
+
+    @property
+    def n_stations(self) -> int:
+        return int(self.array["nx"] * self.array["ny"])
+
+    def physics_dict(self) -> dict[str, object]:
+        """The part of the configuration that determines the files' contents (for the manifest)."""
+        d = asdict(self)
+        for key in ("output_dir", "workers"):
+            d.pop(key)
+        return json.loads(json.dumps({"kind": PROCESS, **d}))
+
+    def manifest(self) -> dict[str, object]:
+        """What ``manifest.json`` records: :data:`SCHEMA_VERSION` and :meth:`physics_dict`."""
+        return {"schema_version": SCHEMA_VERSION, **self.physics_dict()}
+
+
+# --------------------------------------------------------------------------------------------
+# Physics (vectorised over events and stations)
+
+
+def station_layout(array: Mapping) -> tuple[np.ndarray, np.ndarray, float]:
+    """Station x, y (m; station ``k`` at grid position ``divmod(k, ny)``) and the row spacing (m)."""
+    nx, ny, spacing = int(array["nx"]), int(array["ny"]), float(array["spacing"])
+    row = spacing * math.sqrt(3) / 2 if array["triangular"] else spacing
+    ix, iy = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
+    x = (ix - (nx - 1) / 2) * spacing
+    y = (iy - (ny - 1) / 2) * row
+    if array["triangular"]:
+        x = x + np.where((iy - ny // 2) % 2 == 1, spacing / 2, 0.0)
+    return x.ravel(), y.ravel(), row
+
+
+def sample_primaries(n: int, rng: np.random.Generator, cfg: AirShowerConfig) -> dict[str, np.ndarray]:
+    """log10(E/eV), zenith, azimuth (rad), mass number and core position (m) of ``n`` showers."""
+    p = cfg.primary
+    log10_energy = rng.uniform(p["log10_energy_min"], p["log10_energy_max"], n)
+    sin_max = math.sin(math.radians(p["zenith_max"]))
+    zenith = np.arcsin(np.sqrt(rng.uniform(0.0, 1.0, n)) * sin_max)  # density ~ sin(t) cos(t)
+    azimuth = rng.uniform(0.0, 2 * math.pi, n)
+    names = list(p["composition"])
+    fractions = np.array([p["composition"][k] for k in names], dtype=float)
+    species = rng.choice(len(names), size=n, p=fractions / fractions.sum())
+    mass = np.array([MASS_NUMBERS[k] for k in names])[species]
+    _, _, row = station_layout(cfg.array)
+    spacing = float(cfg.array["spacing"])
+    core_x = rng.uniform(-spacing / 2, spacing / 2, n)
+    core_y = rng.uniform(-row / 2, row / 2, n)
+    return {
+        "log10_energy": log10_energy,
+        "zenith": zenith,
+        "azimuth": azimuth,
+        "mass": mass,
+        "core_x": core_x,
+        "core_y": core_y,
+    }
+
+
+def gumbel_parameters(log10_energy, mass, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """mu, sigma (g/cm^2) and lambda of the Xmax distribution (De Domenico et al. 2013)."""
+    table = GUMBEL_PARAMETERS[model]
+    ln_a = np.log(np.asarray(mass, dtype=float))
+    lg = np.asarray(log10_energy, dtype=float) - 19.0
+
+    def value(name):
+        return sum((c[0] + c[1] * ln_a + c[2] * ln_a**2) * lg**i for i, c in enumerate(table[name]))
+
+    return value("mu"), value("sigma"), value("lambda")
+
+
+def sample_xmax(log10_energy, mass, rng: np.random.Generator, xmax: Mapping) -> np.ndarray:
+    """Depth of the shower maximum (g/cm^2) for each shower (see the module docstring)."""
+    log10_energy = np.asarray(log10_energy, dtype=float)
+    ln_a = np.log(np.asarray(mass, dtype=float))
+    if xmax["model"] == "gaussian":
+        mean = xmax["x0"] + xmax["elongation_rate"] * (log10_energy - 19.0) - xmax["lnA_shift"] * ln_a
+        width = np.maximum(xmax["width_proton"] + xmax["width_lnA"] * ln_a, 1.0)
+        return mean + width * rng.standard_normal(log10_energy.shape)
+    mu, sigma, lam = gumbel_parameters(log10_energy, mass, xmax["model"])
+    return mu - sigma * np.log(rng.gamma(lam) / lam)
+
+
+def vertical_depth(height, atmosphere: Mapping) -> np.ndarray:
+    """Vertical atmospheric depth (g/cm^2) above ``height`` (m a.s.l.)."""
+    h = np.asarray(height, dtype=float)
+    if atmosphere["model"] == "isothermal":
+        return atmosphere["sea_level_depth"] * np.exp(-h / atmosphere["scale_height"])
+    edges = np.array([layer[0] for layer in US_STANDARD_LAYERS])
+    layer = np.clip(np.searchsorted(edges, h, side="right") - 1, 0, len(edges) - 1)
+    a, b, c = (np.array([row[i] for row in US_STANDARD_LAYERS])[layer] for i in (1, 2, 3))
+    top = layer == len(edges) - 1
+    return np.where(top, a - b * h / c, a + b * np.exp(-h / c))
+
+
+def height_of_vertical_depth(depth, atmosphere: Mapping) -> np.ndarray:
+    """Height (m a.s.l.) where the vertical depth is ``depth`` (g/cm^2); inverts :func:`vertical_depth`."""
+    x = np.maximum(np.asarray(depth, dtype=float), 1e-6)
+    if atmosphere["model"] == "isothermal":
+        return atmosphere["scale_height"] * np.log(atmosphere["sea_level_depth"] / x)
+    edges = np.array([layer[0] for layer in US_STANDARD_LAYERS])
+    edge_depths = vertical_depth(edges, atmosphere)  # decreasing with height
+    layer = np.clip(np.searchsorted(-edge_depths, -x, side="right") - 1, 0, len(edges) - 1)
+    a, b, c = (np.array([row[i] for row in US_STANDARD_LAYERS])[layer] for i in (1, 2, 3))
+    top = layer == len(edges) - 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exponential = c * np.log(b / np.maximum(x - a, 1e-12))
+    return np.where(top, (a - x) * c / b, exponential)
+
+
+def expected_s1000(log10_energy, zenith, signal: Mapping) -> np.ndarray:
+    """Expected total signal 1000 m from the axis (VEM): inverse energy calibration times the attenuation."""
+    energy_eev = 10.0 ** (np.asarray(log10_energy, dtype=float) - 18.0)
+    s38 = (energy_eev / signal["energy_scale"]) ** (1.0 / signal["energy_exponent"])
+    x = np.cos(zenith) ** 2 - math.cos(math.radians(signal["cic_reference_zenith"])) ** 2
+    a, b, c = signal["cic"]
+    return s38 * np.maximum(1.0 + a * x + b * x**2 + c * x**3, 0.05)
+
+
+def muon_fraction(delta_x, muons: Mapping) -> np.ndarray:
+    """Muonic fraction of S1000 as a function of the depth past the maximum ``delta_x`` (g/cm^2)."""
+    rise = 1.0 / (1.0 + np.exp(-(np.asarray(delta_x, dtype=float) - muons["dx_half"]) / muons["dx_width"]))
+    return muons["fraction_min"] + (muons["fraction_max"] - muons["fraction_min"]) * rise
+
+
+def lateral_distribution(r, beta, signal: Mapping) -> np.ndarray:
+    """``(r / r_opt)^beta ((r + r_s) / (r_opt + r_s))^beta``: signal at ``r`` (m) relative to ``r_opt``."""
+    r = np.maximum(r, signal["r_min"])
+    r_opt, r_s = signal["r_opt"], signal["r_scale"]
+    return (r / r_opt) ** beta * ((r + r_s) / (r_opt + r_s)) ** beta
+
+
+def front_time(along, rho2, radius) -> np.ndarray:
+    """Arrival time (ns) of a spherical front of ``radius`` (m) centred on the axis, 0 at the core.
+
+    ``along`` is a.p (m) for the station offset p from the core and the axis a; ``rho2`` is |p|^2.
+    Written as ``(|R a - p| - R) / c`` without the cancellation of large terms.
+    """
+    return (
+        (rho2 - 2 * radius * along)
+        / (np.sqrt(radius**2 - 2 * radius * along + rho2) + radius)
+        / SPEED_OF_LIGHT
+    )
+
+
+def pulse_response(n_bins: int, bin_width: float, decay: float) -> np.ndarray:
+    """``R[j, b]``: the fraction in bin ``b`` of a unit exponential pulse starting mid-bin ``j``."""
+    m = np.arange(n_bins)[None, :] - np.arange(n_bins)[:, None]
+    half = math.exp(-bin_width / 2 / decay)
+    ratio = math.exp(-bin_width / decay)
+    later = half * (1 - ratio) * ratio ** np.maximum(m - 1, 0)
+    return np.where(m == 0, 1 - half, np.where(m > 0, later, 0.0))
+
+
+def simulate_events(
+    n: int,
+    rng: np.random.Generator,
+    cfg: AirShowerConfig,
+    primaries: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Simulate ``n`` showers (all of them, before the event trigger): the columns of the tree.
+
+    ``primaries`` (optional) fixes some of ``log10_energy``, ``zenith``, ``azimuth``, ``mass``,
+    ``core_x``, ``core_y``, ``xmax`` (arrays of length ``n``): all primaries are still drawn (and
+    then replaced), so fixing some does not change how the others are drawn for a given seed.
+    """
+    a_cfg, s_cfg, m_cfg, t_cfg, tr_cfg = cfg.array, cfg.signal, cfg.muons, cfg.timing, cfg.trace
+    prim = sample_primaries(n, rng, cfg)
+    xmax = sample_xmax(prim["log10_energy"], prim["mass"], rng, cfg.xmax)
+    given = dict(primaries or {})
+    unknown = set(given) - {*prim, "xmax"}
+    if unknown:
+        raise ValueError(f"simulate_events: cannot fix {sorted(unknown)}")
+    prim.update({k: np.asarray(v, dtype=prim[k].dtype) for k, v in given.items() if k != "xmax"})
+    if "xmax" in given:
+        xmax = np.asarray(given["xmax"], dtype=float)
+    zenith, azimuth = prim["zenith"], prim["azimuth"]
+    cos_t, sin_t = np.cos(zenith), np.sin(zenith)
+    axis = np.stack([sin_t * np.cos(azimuth), sin_t * np.sin(azimuth), cos_t])
+
+    # longitudinal development: depth of the ground past the maximum, distance to the maximum
+    altitude = float(a_cfg["altitude"])
+    ground_depth = float(vertical_depth(altitude, cfg.atmosphere))
+    delta_x = ground_depth / cos_t - xmax
+    distance_xmax = (height_of_vertical_depth(xmax * cos_t, cfg.atmosphere) - altitude) / cos_t
+
+    # station geometry: offset from the core, distance from the axis in the shower plane
+    sx, sy, _ = station_layout(a_cfg)
+    px = sx[None, :] - prim["core_x"][:, None]
+    py = sy[None, :] - prim["core_y"][:, None]
+    along = px * axis[0][:, None] + py * axis[1][:, None]
+    rho2 = px**2 + py**2
+    r = np.sqrt(np.maximum(rho2 - along**2, 0.0))
+
+    # expected signals of the two components (VEM)
+    s1000 = expected_s1000(prim["log10_energy"], zenith, s_cfg)
+    f_mu = muon_fraction(delta_x, m_cfg)
+    sec = 1.0 / cos_t
+    beta_em = s_cfg["beta_em"] + s_cfg["beta_em_sec"] * (sec - 1)
+    beta_mu = s_cfg["beta_mu"] + s_cfg["beta_mu_sec"] * (sec - 1)
+    mean_mu = (s1000 * f_mu)[:, None] * lateral_distribution(r, beta_mu[:, None], s_cfg)
+    mean_em = (s1000 * (1 - f_mu))[:, None] * lateral_distribution(r, beta_em[:, None], s_cfg)
+
+    # fluctuations: counted muons in at most max_pulses pulses, Gamma-distributed EM signal
+    track = 1.0 / (cos_t + 2 * m_cfg["tank_height"] / (math.pi * m_cfg["tank_radius"]) * sin_t)
+    per_muon = (m_cfg["signal_per_muon"] * track)[:, None]
+    n_muons = rng.poisson(mean_mu / per_muon)
+    slots = int(m_cfg["max_pulses"])
+    in_slot = n_muons[..., None] // slots + (np.arange(slots) < (n_muons % slots)[..., None])
+    kappa = 1.0 / m_cfg["track_spread"] ** 2
+    muon_amp = per_muon[..., None] * rng.gamma(in_slot * kappa, 1.0 / kappa)
+    em_signal = rng.gamma(mean_em / s_cfg["em_quantum"], s_cfg["em_quantum"])
+
+    # timing: curved front, jitter, particle delays (ns)
+    k_dist = (t_cfg["distance_ref"] / np.maximum(distance_xmax, t_cfg["distance_min"])) ** t_cfg[
+        "distance_exponent"
+    ]
+    scaled_r = r / 1000.0 * k_dist[:, None]
+    tau_mu = t_cfg["muon_delay"] + t_cfg["muon_delay_1000"] * scaled_r
+    tau_em = t_cfg["em_delay"] + t_cfg["em_delay_1000"] * scaled_r
+    shape_mu = t_cfg["muon_delay_shape"]
+    muon_delay = rng.gamma(shape_mu, 1.0, size=muon_amp.shape) * (tau_mu / shape_mu)[..., None]
+    radius = t_cfg["curvature_radius_min"] + np.maximum(distance_xmax, 0.0)
+    jitter = np.sqrt(t_cfg["jitter"] ** 2 + (t_cfg["jitter_1000"] * r / 1000.0) ** 2)
+    arrival = front_time(along, rho2, radius[:, None]) + jitter * rng.standard_normal(r.shape)
+
+    # traces: bins on a common clock, the first particles pretrigger_bins after the start
+    n_bins, width = int(tr_cfg["n_bins"]), float(tr_cfg["bin_width"])
+    start = (np.floor(arrival / width) - tr_cfg["pretrigger_bins"]) * width
+    phase = arrival - start
+    n_stations = r.shape[1]
+    muon_bin = np.floor((phase[..., None] + muon_delay) / width).astype(np.int64)
+    keep = (muon_bin < n_bins) & (muon_amp > 0)
+    cell = np.arange(n * n_stations).reshape(n, n_stations)[..., None] * n_bins + muon_bin
+    deposits = np.bincount(cell[keep], weights=muon_amp[keep], minlength=n * n_stations * n_bins)
+    deposits = deposits.reshape(n, n_stations, n_bins)
+    edges = np.arange(n_bins + 1) * width
+    u = np.maximum(edges - phase[..., None], 0.0) / (tau_em[..., None] / 2)
+    em_cdf = 1.0 - np.exp(-u) * (1.0 + u)  # Gamma(2) arrival-time distribution
+    deposits += em_signal[..., None] * np.diff(em_cdf, axis=-1)
+    response = pulse_response(n_bins, width, t_cfg["pulse_decay"])
+    traces = (deposits.reshape(-1, n_bins) @ response).reshape(n, n_stations, n_bins)
+    traces += tr_cfg["noise"] * rng.standard_normal(traces.shape)
+
+    # station trigger
+    level = traces.sum(axis=-1) if cfg.trigger["level"] == "total" else traces.max(axis=-1)
+    triggered = level >= cfg.trigger["threshold"]
+    traces[~triggered] = 0.0
+    muon_signal = np.where(triggered, muon_amp.sum(axis=-1), 0.0)
+
+    f32 = np.float32
+    return {
+        "traces": traces.astype(f32),
+        "station_start_time": np.where(triggered, start, 0.0).astype(f32),
+        "station_x": np.broadcast_to(sx.astype(f32), (n, n_stations)).copy(),
+        "station_y": np.broadcast_to(sy.astype(f32), (n, n_stations)).copy(),
+        "station_triggered": triggered,
+        "station_muon_signal": muon_signal.astype(f32),
+        "log10_energy": prim["log10_energy"].astype(f32),
+        "xmax": xmax.astype(f32),
+        "mass": prim["mass"].astype(np.int32),
+        "zenith": zenith.astype(f32),
+        "azimuth": azimuth.astype(f32),
+        "axis_x": axis[0].astype(f32),
+        "axis_y": axis[1].astype(f32),
+        "axis_z": axis[2].astype(f32),
+        "core_x": prim["core_x"].astype(f32),
+        "core_y": prim["core_y"].astype(f32),
+        "n_triggered": triggered.sum(axis=1).astype(np.int32),
+        "s1000": s1000.astype(f32),
+        "muon_fraction": f_mu.astype(f32),
+    }
+
+
+def simulate_triggered(n: int, rng: np.random.Generator, cfg: AirShowerConfig, batch: int | None = None):
+    """Yield batches of columns until ``n`` events with at least ``trigger.min_stations`` triggered
+    stations have been yielded (the last batch is cut to fit)."""
+    batch = batch or int(cfg.events_per_batch)
+    done = simulated = 0
+    while done < n:
+        columns = simulate_events(batch, rng, cfg)
+        simulated += batch
+        selected = columns["n_triggered"] >= cfg.trigger["min_stations"]
+        if done == 0 and not selected.any() and simulated >= 20 * batch:
+            raise ConfigError(
+                f"no event of {simulated} simulated triggered generate.trigger.min_stations = "
+                f"{cfg.trigger['min_stations']} stations; lower it or the trigger threshold"
+            )
+        take = np.flatnonzero(selected)[: n - done]
+        if len(take):
+            done += len(take)
+            yield {k: v[take] for k, v in columns.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Production: shards, workers and manifest through hepnn.sim.sample
+
+
+@dataclass(frozen=True)
+class AirShowerShard:
+    """One output file: ``n_events`` showers, seeded independently of all other shards."""
+
+    process: str
+    index: int
+    n_events: int
+    seed: int
+    path: str
+
+    @property
+    def n_items(self) -> int:
+        return self.n_events
+
+
+def plan_airshower_shards(cfg: AirShowerConfig) -> list[AirShowerShard]:
+    """All shards of a sample, in a fixed order; seeds depend only on (seed, index)."""
+    shards = []
+    for index in range(math.ceil(cfg.n_events / cfg.events_per_file)):
+        n = min(cfg.events_per_file, cfg.n_events - index * cfg.events_per_file)
+        state = np.random.SeedSequence([cfg.seed, zlib.crc32(PROCESS.encode()), index]).generate_state(1)
+        path = str(Path(cfg.output_dir) / f"{PROCESS}_{index:03d}.root")
+        shards.append(AirShowerShard(PROCESS, index, n, int(state[0]), path))
+    return shards
+
+
+def _branch_type(values: np.ndarray) -> np.dtype:
+    """uproot ``mktree`` type of a column: the dtype with the fixed inner shape (if any)."""
+    return np.dtype((values.dtype, values.shape[1:])) if values.ndim > 1 else values.dtype
+
+
+def generate_airshower_shard(shard: AirShowerShard, cfg: AirShowerConfig, progress=None) -> ShardReport:
+    """Simulate and write one shard, a basket per batch; ``progress(n)`` (or the worker's queue) is told."""
+    import uproot
+
+    from hepnn.rootio import atomic_path
+    from hepnn.sim.sample import progress_reporter
+
+    report = progress_reporter(progress)
+    begin = time.perf_counter()
+    rng = np.random.default_rng(shard.seed)
+    metadata = json.dumps({"shard": asdict(shard), "config": cfg.manifest()})
+    with atomic_path(shard.path) as tmp, uproot.recreate(tmp, compression=uproot.ZLIB(1)) as out:
+        tree = None
+        for columns in simulate_triggered(shard.n_events, rng, cfg):
+            if tree is None:
+                types = {k: _branch_type(v) for k, v in columns.items()}
+                tree = out.mktree(TREE, types, title="hepnn air showers (toy surface detector)")
+            tree.extend(columns)
+            report(len(columns["n_triggered"]))
+        out["hepnn_generator"] = metadata
+    return ShardReport(shard.path, shard.n_events, shard.n_events, time.perf_counter() - begin)
+
+
+AIRSHOWERS = SampleKind(
+    name=PROCESS,
+    plan=plan_airshower_shards,
+    generate=generate_airshower_shard,
+    schema_version=SCHEMA_VERSION,
+    unit="event",
+)
+
+
+def generate_airshowers(cfg: AirShowerConfig, progress_bar: bool = True) -> SampleReport:
+    """Generate every missing shard of ``cfg`` in parallel workers (see hepnn.sim.sample)."""
+    return generate_sample(cfg, progress_bar=progress_bar, kind=AIRSHOWERS)

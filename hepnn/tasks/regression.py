@@ -1,0 +1,379 @@
+"""(Multi-target) regression as a LightningModule, independent of the network it trains.
+
+The net is any ``nn.Module`` taking the batch entries named in ``inputs`` (e.g. ``traces``,
+``start_time``, ``station_mask``) and returning ``(B, K)``: one column per name in ``targets``,
+in the order of the columns of ``batch["targets"]`` (a net returning a dict of tensors is
+accepted too: its values are concatenated in order).
+
+Standardisation: every target has a ``center`` and a ``scale`` (physical units); the net
+learns ``z = (target - center) / scale`` (unit-scale outputs), and its outputs are turned back
+into physical units by ``center + scale * z`` for metrics, ``predict_step`` and the test
+predictions. Centres and scales are buffers of the module, so checkpoints are self-contained.
+
+Loss: ``mse`` or ``huber`` (``huber_delta`` in standardised units) per target on the
+standardised scale, a weighted mean over targets (``loss_weights``, default 1 each), then a
+mean over entries (weighted by ``batch["weight"]`` when the batch has one).
+
+Metrics (:mod:`hepnn.regression_metrics`), on validation and test, computed at the end of the
+epoch on the predictions of all ranks (gathered): per target ``<target>_bias`` (median of
+prediction - truth) and ``<target>_resolution`` (68 % half-width of prediction - truth), both
+in the target's unit; with ``energy_target`` (a target holding log10 E) ``energy_bias`` and
+``energy_resolution`` (of (E_pred - E_true) / E_true); with ``axis_targets`` (three targets x, y,
+z of the shower axis) ``angular_resolution_deg`` (68 % quantile of the opening angle; the
+predicted vector is normalised); with ``core_targets`` (two targets) ``core_resolution_m``
+(68 % quantile of the core distance, in the unit of the core targets: metres by convention).
+They are logged as ``val/<figure>`` and ``test/<figure>``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hepnn import regression_metrics
+from hepnn.errors import ConfigError
+from hepnn.nets.blocks import count_parameters
+from hepnn.tasks.batch_stats import log_replaced_values
+
+LOSSES = ("mse", "huber")
+
+
+class RegressionTask(L.LightningModule):
+    """Trains ``net`` to predict the ``targets`` (columns of ``batch["targets"]``).
+
+    ``standardization`` maps target names to ``{center: c, scale: s}`` (or ``[c, s]``) in
+    physical units; targets not listed keep ``center 0, scale 1``. ``optimizer`` and
+    ``scheduler`` are partially applied constructors (Hydra ``_partial_``). ``energy_target``,
+    ``axis_targets`` and ``core_targets`` name the targets behind the energy, direction and core
+    figures (null: not computed); ``containment`` is the fraction of the resolutions (0.68).
+    Configuration errors name the ``model.<key>`` at fault.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        targets: Sequence[str],
+        inputs: Sequence[str],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        scheduler_interval: str = "epoch",
+        standardization: Mapping[str, Mapping | Sequence[float]] | None = None,
+        loss: str = "mse",
+        huber_delta: float = 1.0,
+        loss_weights: Mapping[str, float] | None = None,
+        energy_target: str | None = None,
+        axis_targets: Sequence[str] | None = None,
+        core_targets: Sequence[str] | None = None,
+        containment: float = regression_metrics.CONTAINMENT,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        if isinstance(targets, str):
+            raise ConfigError(f"model.targets must be a list of target names, got the string {targets!r}")
+        self.targets = [str(t) for t in targets]
+        self.inputs = list(inputs)
+        if not self.targets:
+            raise ConfigError("model.targets is empty: name at least one regression target (data.targets)")
+        if len(set(self.targets)) != len(self.targets):
+            raise ConfigError(f"model.targets has repeated names: {self.targets}")
+        if loss not in LOSSES:
+            raise ConfigError(f"model.loss must be one of {list(LOSSES)}, got {loss!r}")
+        if not (isinstance(huber_delta, int | float) and huber_delta > 0):
+            raise ConfigError(f"model.huber_delta must be a positive number, got {huber_delta!r}")
+        if not 0.0 < containment < 1.0:
+            raise ConfigError(f"model.containment must be in (0, 1), got {containment!r}")
+        self.loss_name = loss
+        self.huber_delta = float(huber_delta)
+        self.containment = float(containment)
+        self.energy_target = self._named_targets("energy_target", energy_target, 1)
+        self.axis_targets = self._named_targets("axis_targets", axis_targets, 3)
+        self.core_targets = self._named_targets("core_targets", core_targets, 2)
+        n_outputs = getattr(net, "n_outputs", None)
+        if isinstance(n_outputs, int) and n_outputs != len(self.targets):
+            raise ConfigError(
+                f"model.net gives {n_outputs} outputs per entry but model.targets names {len(self.targets)} "
+                f"targets {self.targets}; the net needs one output per target"
+            )
+        center, scale = self._standardization(standardization)
+        self.register_buffer("target_center", torch.tensor(center, dtype=torch.float32))
+        self.register_buffer("target_scale", torch.tensor(scale, dtype=torch.float32))
+        self.register_buffer(
+            "loss_weight", torch.tensor(self._loss_weights(loss_weights), dtype=torch.float32)
+        )
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        self._rows: list[dict[str, np.ndarray]] = []
+        self.test_predictions: dict[str, np.ndarray] | None = None
+        self.test_extras: dict = {}  # non-scalar test results for the run summary
+
+    # ------------------------------------------------------------------------------------------------
+    # configuration
+    # ------------------------------------------------------------------------------------------------
+
+    def _named_targets(self, key: str, names, count: int):
+        """Check that ``model.<key>`` names ``count`` distinct targets; a single name for count 1."""
+        if names is None or (count > 1 and len(names) == 0):
+            return None
+        listed = [names] if count == 1 else list(names)
+        if count == 1 and not isinstance(names, str):
+            raise ConfigError(f"model.{key} must be one target name (or null), got {names!r}")
+        if len(listed) != count or len(set(listed)) != count:
+            raise ConfigError(f"model.{key} must name {count} different targets (or be null), got {listed}")
+        missing = [name for name in listed if name not in self.targets]
+        if missing:
+            raise ConfigError(
+                f"model.{key}: {missing} {'is' if len(missing) == 1 else 'are'} not among model.targets "
+                f"{self.targets}; name the targets that hold it (or set model.{key}=null)"
+            )
+        return listed[0] if count == 1 else listed
+
+    def _standardization(self, values) -> tuple[list[float], list[float]]:
+        center, scale = [0.0] * len(self.targets), [1.0] * len(self.targets)
+        for name, entry in (values or {}).items():
+            key = f"model.standardization.{name}"
+            if name not in self.targets:
+                raise ConfigError(f"{key}: {name!r} is not one of model.targets {self.targets}")
+            if isinstance(entry, Mapping):
+                unknown = sorted(set(map(str, entry)) - {"center", "scale"})
+                if unknown:
+                    raise ConfigError(f"{key}: unknown key(s) {unknown}; give center and scale")
+                c, s = entry.get("center", 0.0), entry.get("scale", 1.0)
+            elif isinstance(entry, Sequence) and not isinstance(entry, str) and len(entry) == 2:
+                c, s = entry
+            else:
+                raise ConfigError(f"{key} must be {{center: c, scale: s}} or [c, s], got {entry!r}")
+            if not _finite_number(c):
+                raise ConfigError(f"{key}.center must be a finite number, got {c!r}")
+            if not (_finite_number(s) and s > 0):
+                raise ConfigError(f"{key}.scale must be a positive finite number, got {s!r}")
+            k = self.targets.index(name)
+            center[k], scale[k] = float(c), float(s)
+        return center, scale
+
+    def _loss_weights(self, values) -> list[float]:
+        weights = [1.0] * len(self.targets)
+        for name, weight in (values or {}).items():
+            if name not in self.targets:
+                raise ConfigError(
+                    f"model.loss_weights.{name}: {name!r} is not one of model.targets {self.targets}"
+                )
+            if not (_finite_number(weight) and weight >= 0):
+                raise ConfigError(f"model.loss_weights.{name} must be a non-negative number, got {weight!r}")
+            weights[self.targets.index(name)] = float(weight)
+        if sum(weights) <= 0:
+            raise ConfigError(
+                f"model.loss_weights are all zero: {dict(zip(self.targets, weights, strict=True))}"
+            )
+        return weights
+
+    @property
+    def n_parameters(self) -> int:
+        return count_parameters(self.net)
+
+    # ------------------------------------------------------------------------------------------------
+    # standardisation
+    # ------------------------------------------------------------------------------------------------
+
+    def to_physical(self, standardized: torch.Tensor) -> torch.Tensor:
+        """``center + scale * z``: net outputs ``(B, K)`` in the targets' physical units."""
+        return (
+            self.target_center.to(standardized.dtype)
+            + self.target_scale.to(standardized.dtype) * standardized
+        )
+
+    def to_standardized(self, physical: torch.Tensor) -> torch.Tensor:
+        """``(target - center) / scale``: what the net learns to output."""
+        return (physical - self.target_center.to(physical.dtype)) / self.target_scale.to(physical.dtype)
+
+    # ------------------------------------------------------------------------------------------------
+    # steps
+    # ------------------------------------------------------------------------------------------------
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Standardised outputs ``(B, K)`` for a batch dict (:meth:`to_physical` gives physical units)."""
+        try:
+            args = [batch[key] for key in self.inputs]
+        except KeyError as exc:
+            raise KeyError(
+                f"model.inputs names batch entry {exc.args[0]!r}, but the batch has {sorted(batch)}"
+            ) from None
+        outputs = self.net(*args)
+        if isinstance(outputs, Mapping):
+            outputs = torch.cat([v.reshape(len(v), -1) for v in outputs.values()], dim=-1)
+        if outputs.ndim != 2 or outputs.shape[1] != len(self.targets):
+            raise ValueError(
+                f"model.net returned shape {tuple(outputs.shape)}, but model.targets names "
+                f"{len(self.targets)} targets {self.targets}: expected (B, {len(self.targets)})"
+            )
+        return outputs
+
+    def predict_physical(self, batch: dict) -> torch.Tensor:
+        """Predictions ``(B, K)`` in physical units."""
+        return self.to_physical(self(batch))
+
+    def _truth(self, batch: dict) -> torch.Tensor:
+        truth = batch["targets"]
+        if truth.ndim == 1:
+            truth = truth.unsqueeze(1)
+        if truth.shape[1] != len(self.targets):
+            raise ValueError(
+                f"batch['targets'] has {truth.shape[1]} columns, but model.targets names {len(self.targets)} "
+                f"targets {self.targets}; data.targets and model.targets must list the same names in order"
+            )
+        return truth
+
+    def _step(self, batch: dict, stage: str):
+        outputs = self(batch)
+        truth = self._truth(batch).to(outputs.dtype)
+        z_true = self.to_standardized(truth)
+        if self.loss_name == "mse":
+            per_target = F.mse_loss(outputs, z_true, reduction="none")
+        else:
+            per_target = F.huber_loss(outputs, z_true, reduction="none", delta=self.huber_delta)
+        weight_k = self.loss_weight.to(outputs.dtype)
+        losses = (per_target * weight_k).sum(dim=1) / weight_k.sum()
+        weight = batch.get("weight")
+        # per-entry weights (data.weights): a weighted mean over the batch
+        if weight is None:
+            loss = losses.mean()
+            target_losses = per_target.mean(dim=0)
+        else:
+            weight = weight.to(outputs.dtype)
+            loss = (weight * losses).sum() / weight.sum()
+            target_losses = (weight[:, None] * per_target).sum(dim=0) / weight.sum()
+        log_replaced_values(self, batch, stage)
+        n = len(truth)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=n,
+            sync_dist=True,
+        )
+        if stage != "train":
+            self.log_dict(
+                {f"{stage}/loss_{name}": target_losses[k] for k, name in enumerate(self.targets)},
+                on_step=False,
+                on_epoch=True,
+                batch_size=n,
+                sync_dist=True,
+            )
+        return loss, self.to_physical(outputs.detach()), truth
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, _, _ = self._step(batch, "train")
+        return loss
+
+    def _row(self, batch: dict, predictions: torch.Tensor, truth: torch.Tensor) -> dict[str, np.ndarray]:
+        row = {
+            "predictions": predictions.float().cpu().numpy(),
+            "truth": truth.detach().float().cpu().numpy(),
+        }
+        for key in ("file_index", "entry"):
+            if key in batch:
+                row[key] = batch[key].cpu().numpy()
+        row.update({f"observer:{k}": v.cpu().numpy() for k, v in batch.get("observers", {}).items()})
+        return row
+
+    def on_validation_epoch_start(self) -> None:
+        self._rows = []
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        _, predictions, truth = self._step(batch, "val")
+        self._rows.append(self._row(batch, predictions, truth))
+
+    def on_validation_epoch_end(self) -> None:
+        merged = self._merge(self._gather(self._rows))
+        self._rows = []
+        if merged is not None:
+            self._log_figures("val", merged)
+
+    def on_test_epoch_start(self) -> None:
+        self._rows = []
+        self.test_predictions = None
+        self.test_extras = {}
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        _, predictions, truth = self._step(batch, "test")
+        self._rows.append(self._row(batch, predictions, truth))
+
+    def on_test_epoch_end(self) -> None:
+        merged = self._merge(self._gather(self._rows))
+        self._rows = []
+        if merged is None:
+            return
+        if "entry" in merged and "file_index" in merged:
+            order = np.lexsort((merged["entry"], merged["file_index"]))
+            merged = {k: v[order] for k, v in merged.items()}
+        predictions = {}
+        for k, name in enumerate(self.targets):
+            predictions[f"prediction:{name}"] = merged["predictions"][:, k]
+            predictions[f"truth:{name}"] = merged["truth"][:, k]
+        predictions.update({k: v for k, v in merged.items() if k not in ("predictions", "truth")})
+        self.test_predictions = predictions
+        self._log_figures("test", merged)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Predictions ``(B, K)`` in physical units with the provenance of every entry."""
+        out = {"predictions": self.predict_physical(batch)}
+        out.update({key: batch[key] for key in ("file_index", "entry") if key in batch})
+        return out
+
+    # ------------------------------------------------------------------------------------------------
+    # metrics
+    # ------------------------------------------------------------------------------------------------
+
+    def figures(self, predictions: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+        """The figures of merit (module docstring) for physical predictions and truths ``(N, K)``."""
+        return regression_metrics.regression_summary(
+            {name: predictions[:, k] for k, name in enumerate(self.targets)},
+            {name: truth[:, k] for k, name in enumerate(self.targets)},
+            energy_target=self.energy_target,
+            axis_targets=self.axis_targets,
+            core_targets=self.core_targets,
+            fraction=self.containment,
+        )
+
+    def _log_figures(self, stage: str, merged: dict[str, np.ndarray]) -> None:
+        figures = self.figures(merged["predictions"], merged["truth"])
+        # identical on every rank (computed from the gathered predictions): averaging changes nothing
+        values = {f"{stage}/{k}": float(v) for k, v in figures.items() if math.isfinite(v)}
+        self.log_dict(values, sync_dist=True)
+
+    @staticmethod
+    def _merge(rows: list[dict]) -> dict[str, np.ndarray] | None:
+        if not rows:
+            return None
+        return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+
+    def _gather(self, rows: list[dict]) -> list[dict]:
+        """The rows of every rank (all ranks receive all of them)."""
+        if self.trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return rows
+        gathered: list[list[dict] | None] = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(gathered, rows)
+        return [row for rank_rows in gathered for row in rank_rows]
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
+        }
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
