@@ -114,13 +114,16 @@ def _test_extras(model) -> dict:
 
 
 def _throughput(callback: TrainingThroughput | None) -> dict:
-    """Training entries per second: first epoch (reads ROOT) and last epoch."""
-    if callback is None or not callback.rates:
+    """Training entries per second (first epoch, reading ROOT, and last epoch) and test entries per second."""
+    if callback is None or not (callback.rates or callback.test_rate):
         return {}
-    return {
-        "train/entries_per_second_first_epoch": round(callback.rates[0], 1),
-        "train/entries_per_second": round(callback.rates[-1], 1),
-    }
+    figures = {}
+    if callback.rates:
+        figures["train/entries_per_second_first_epoch"] = round(callback.rates[0], 1)
+        figures["train/entries_per_second"] = round(callback.rates[-1], 1)
+    if callback.test_rate is not None:
+        figures["test/entries_per_second"] = round(callback.test_rate, 1)
+    return figures
 
 
 def _as_float(value) -> float:
@@ -136,7 +139,7 @@ def _last_checkpoint(trainer: L.Trainer) -> str | None:
 
 def format_summary(summary: dict) -> str:
     """The run's result as a small text table."""
-    rows = [
+    figures = [  # shown when the task computed them: classification, then regression
         ("test AUC", summary.get("test/auc")),
         ("test accuracy", summary.get("test/acc")),
         ("1/eps_B at eps_S = 0.3", summary.get("test/rej30")),
@@ -146,6 +149,19 @@ def format_summary(summary: dict) -> str:
             for k, v in summary.items()
             if k.startswith("test/auc_")
         ],
+        ("angular resolution [deg] (68 %)", summary.get("test/angular_resolution_deg")),
+        ("core resolution [m] (68 %)", summary.get("test/core_resolution_m")),
+        ("energy resolution dE/E (68 %)", summary.get("test/energy_resolution")),
+        ("energy bias dE/E (median)", summary.get("test/energy_bias")),
+        *[
+            (f"{k.removeprefix('test/').removesuffix('_resolution')} resolution / bias", _pair(summary, k))
+            for k in summary
+            if k.startswith("test/") and k.endswith("_resolution") and k != "test/energy_resolution"
+        ],
+        ("test entries/s (inference + loading)", summary.get("test/entries_per_second")),
+    ]
+    rows = [
+        *[(name, value) for name, value in figures if value is not None],
         ("test loss", summary.get("test/loss")),
         ("input files", summary.get("data/files")),
         ("unreadable files skipped", summary.get("data/skipped_files")),
@@ -164,6 +180,12 @@ def format_summary(summary: dict) -> str:
         lines.append(f"{name:<{width}}  {_format_value(value)}")
     lines.append("=" * (width + 40))
     return "\n".join(lines)
+
+
+def _pair(summary: dict, resolution_key: str) -> str:
+    """``resolution / bias`` of one regression target (its unit), e.g. ``23.1 / -2.4``."""
+    bias = summary.get(resolution_key.removesuffix("_resolution") + "_bias")
+    return " / ".join(_format_value(v) for v in (summary[resolution_key], bias))
 
 
 def _format_value(value) -> str:

@@ -56,7 +56,7 @@ def compose_airshower(*overrides: str, sample: str = "airshower") -> dict:
 
 
 def small_config(output_dir, n_events: int, events_per_file: int, workers: int, seed: int) -> AirShowerConfig:
-    from hepnn.generate import build_sample
+    from hepnn.sim.kinds import build_sample
 
     values = compose_airshower(
         f"generate.output_dir={output_dir}",
@@ -89,14 +89,14 @@ def rank_correlation(a, b) -> float:
 
 
 def test_config_composes_and_dispatches_to_the_air_shower_simulation():
-    from hepnn.generate import build_sample
+    from hepnn.sim.kinds import build_sample
     from hepnn.sim.sample import SampleConfig, generate_sample
 
     values = compose_airshower()
     assert values["kind"] == "airshower" and values["output_dir"].endswith("/data/airshower")
     cfg, generate = build_sample(values)
     assert isinstance(cfg, AirShowerConfig) and generate is generate_airshowers
-    assert (cfg.n_events, cfg.events_per_file) == (100_000, 10_000)
+    assert (cfg.n_events, cfg.events_per_file) == (130_000, 10_000)
     for section, defaults in DEFAULTS.items():  # the YAML file and the code's defaults agree
         assert getattr(cfg, section) == defaults, section
     jets, generate = build_sample(compose_airshower(sample="toptag"))
@@ -295,7 +295,7 @@ def test_a_bad_config_key_is_named(tmp_path):
     for message, values in cases.items():
         with pytest.raises(ConfigError, match=message):
             AirShowerConfig.from_dict({**base, **values})
-    from hepnn.generate import build_sample
+    from hepnn.sim.kinds import build_sample
 
     with pytest.raises(ConfigError, match=r"generate\.muons: unknown key\(s\) \['fraction'\]"):
         build_sample(compose_airshower("+generate.muons.fraction=0.5"))

@@ -26,6 +26,8 @@ TARGETS = ["log10_energy", "xmax", "axis_x", "axis_y", "axis_z", "core_x", "core
 STANDARDIZATION = {
     "log10_energy": {"center": 19.0, "scale": 0.5},
     "xmax": {"center": 750.0, "scale": 60.0},
+    "axis_x": {"center": 0.0, "scale": 1.0},
+    "axis_y": [0.0, 1.0],
     "axis_z": [0.8, 0.15],
     "core_x": {"center": 0.0, "scale": 500.0},
     "core_y": {"center": 0.0, "scale": 500.0},
@@ -334,9 +336,16 @@ def test_standardization_round_trips():
         ({"axis_targets": ["axis_x", "axis_y"]}, r"model\.axis_targets must name 3"),
         ({"core_targets": ["core_x", "core_z"]}, r"model\.core_targets: \['core_z'\]"),
         ({"energy_target": "energy"}, r"model\.energy_target: \['energy'\]"),
-        ({"standardization": {"xmax_": {"center": 1.0, "scale": 1.0}}}, r"model\.standardization\.xmax_"),
         (
-            {"standardization": {"xmax": {"center": 1.0, "scale": 0.0}}},
+            {"standardization": {**STANDARDIZATION, "xmax": None}},
+            r"model\.standardization\.xmax must be \{center",
+        ),
+        (
+            {"standardization": {k: v for k, v in STANDARDIZATION.items() if k != "xmax"}},
+            r"model\.standardization has no entry for target\(s\) \['xmax'\]",
+        ),
+        (
+            {"standardization": {**STANDARDIZATION, "xmax": {"center": 1.0, "scale": 0.0}}},
             r"model\.standardization\.xmax\.scale",
         ),
         ({"loss_weights": {"energy": 2.0}}, r"model\.loss_weights\.energy"),

@@ -53,8 +53,8 @@ class RootDataModule(L.LightningDataModule):
 
     ``files`` is a path, glob, URL or list of them (split into train/val/test by entry ranges of
     every file, ``split``), or a mapping ``{train: ..., val: ..., test: ...}`` of per-split
-    files. ``generate`` (optional) is a :class:`hepnn.sim.sample.SampleConfig` mapping used to
-    create the files when none exist. The keys in :data:`SPEC_KEYS` form the
+    files. ``generate`` (optional) is a sample configuration mapping (jets or air showers,
+    :mod:`hepnn.sim.kinds`) used to create the files when none exist. The keys in :data:`SPEC_KEYS` form the
     :class:`~hepnn.data.spec.DataSpec`. ``cache`` (null, memory, disk) keeps preprocessed
     chunks for later epochs; ``cache_dir`` also holds automatic standardisation. ``on_bad_file``
     (error, skip) says what an unreadable input file does.
@@ -143,11 +143,11 @@ class RootDataModule(L.LightningDataModule):
         if self._sample_checked:
             return
         if self.generate is not None:
-            from hepnn.sim.sample import SampleConfig, generate_sample
+            from hepnn.sim.kinds import build_sample
 
-            sample = SampleConfig.from_dict(self.generate)
+            sample, generate = build_sample(self.generate)
             if self._reads_generated_sample(sample.output_dir):
-                report = generate_sample(sample, progress_bar=self.progress_bar)
+                report = generate(sample, progress_bar=self.progress_bar)
                 log.info("data.files=%s: %s", self.files_config, report.summary())
         self._sample_checked = True  # fit and test both call prepare_data: do this once
         if self.spec.automatic_features and self.cache_dir:

@@ -210,7 +210,7 @@ class TraceConv3D(nn.Module):
     - ``traces`` ``(B, in_channels, X, Y, T)`` with ``(X, Y) = grid_size`` and ``T = trace_length``
       (e.g. signal in VEM per 25 ns bin);
     - ``start_time`` ``(B, 1, X, Y)`` (or ``(B, X, Y)``): the start time of every trace (ns);
-    - ``station_mask`` ``(B, X, Y)``: True for triggered stations.
+    - ``station_mask`` ``(B, X, Y)`` (or ``(B, 1, X, Y)``): True (or 1) for triggered stations.
 
     Output: ``(B, K)``. Give either ``n_outputs`` (one head with ``K = n_outputs`` outputs) or
     ``heads`` ``{name: n_outputs}`` (one head per target group, e.g. ``{energy: 1, xmax: 1,
@@ -425,6 +425,8 @@ class TraceConv3D(nn.Module):
             raise ValueError(
                 f"start_time must be (B, 1, X, Y) = {(b, 1, x, y)}, got {tuple(start_time.shape)}"
             )
+        if station_mask.ndim == 4 and station_mask.shape[1] == 1:  # (B, 1, X, Y), as a loader group
+            station_mask = station_mask[:, 0]
         if tuple(station_mask.shape) != (b, x, y):
             raise ValueError(f"station_mask must be (B, X, Y) = {(b, x, y)}, got {tuple(station_mask.shape)}")
         return start_time, station_mask.bool()

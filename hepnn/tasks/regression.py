@@ -48,7 +48,9 @@ class RegressionTask(L.LightningModule):
     """Trains ``net`` to predict the ``targets`` (columns of ``batch["targets"]``).
 
     ``standardization`` maps target names to ``{center: c, scale: s}`` (or ``[c, s]``) in
-    physical units; targets not listed keep ``center 0, scale 1``. ``optimizer`` and
+    physical units. Every target needs an entry (a target without one is an error naming it:
+    a misspelt name would otherwise train on raw physical values); entries of names that are
+    not targets are ignored, so one table serves a preset and its single-target variants. ``optimizer`` and
     ``scheduler`` are partially applied constructors (Hydra ``_partial_``). ``energy_target``,
     ``axis_targets`` and ``core_targets`` name the targets behind the energy, direction and core
     figures (null: not computed); ``containment`` is the fraction of the resolutions (0.68).
@@ -137,10 +139,18 @@ class RegressionTask(L.LightningModule):
 
     def _standardization(self, values) -> tuple[list[float], list[float]]:
         center, scale = [0.0] * len(self.targets), [1.0] * len(self.targets)
-        for name, entry in (values or {}).items():
+        values = dict(values or {})
+        missing = [name for name in self.targets if name not in values]
+        if missing:
+            raise ConfigError(
+                f"model.standardization has no entry for target(s) {missing} (it has {sorted(values)}); "
+                "give each target {center: c, scale: s} in its physical unit ({center: 0, scale: 1} "
+                "to learn it as it is)"
+            )
+        for name, entry in values.items():
             key = f"model.standardization.{name}"
             if name not in self.targets:
-                raise ConfigError(f"{key}: {name!r} is not one of model.targets {self.targets}")
+                continue
             if isinstance(entry, Mapping):
                 unknown = sorted(set(map(str, entry)) - {"center", "scale"})
                 if unknown:
