@@ -48,8 +48,9 @@ def jet_sample(tmp_path_factory) -> Path:
     return out
 
 
-def compose_generate(sample: str, output_dir: Path, *overrides: str) -> SampleConfig:
-    """The ``generate=<sample>`` configuration (as ``python -m hepnn.generate`` composes it)."""
+def compose_generate(sample: str, output_dir: Path, *overrides: str):
+    """The ``generate=<sample>`` configuration (as ``python -m hepnn.generate`` composes it): a
+    :class:`SampleConfig` for jets, an :class:`~hepnn.sim.airshower.AirShowerConfig` for air showers."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
@@ -63,7 +64,22 @@ def compose_generate(sample: str, output_dir: Path, *overrides: str) -> SampleCo
             "generate", overrides=[f"generate={sample}", f"generate.output_dir={output_dir}", *overrides]
         )
         values = OmegaConf.to_container(cfg.generate, resolve=True)
-    return SampleConfig.from_dict(values)
+    from hepnn.sim.kinds import build_sample
+
+    return build_sample(values)[0]
+
+
+@pytest.fixture(scope="session")
+def airshower_sample(tmp_path_factory) -> Path:
+    """600 air showers of the ``generate=airshower`` configuration in 2 files of 300."""
+    from hepnn.sim.airshower import generate_airshowers
+
+    out = tmp_path_factory.mktemp("airshower_sample")
+    cfg = compose_generate(
+        "airshower", out, "generate.n_events=600", "generate.events_per_file=300", "generate.workers=2"
+    )
+    generate_airshowers(cfg, progress_bar=False)
+    return out
 
 
 @pytest.fixture(scope="session")
