@@ -1,15 +1,22 @@
-"""Lightning callbacks of hepnn: writing test predictions back to ROOT, measuring training throughput."""
+"""Lightning callbacks of hepnn: writing test predictions back to ROOT, measuring training throughput,
+storing the run configuration in checkpoints."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import awkward as ak
 import lightning as L
 import numpy as np
 
+from hepnn.data.expressions import VariableResolver, required_branches
+from hepnn.data.source import Chunk, InputFile, open_tree, read_entries
+from hepnn.data.spec import DataSpec
 from hepnn.rootio import write_tree
 
 log = logging.getLogger(__name__)
@@ -46,19 +53,90 @@ def _provenance_and_observers(columns: dict, predictions: dict[str, np.ndarray])
     return columns
 
 
+def all_entry_columns(
+    columns: Mapping[str, np.ndarray], files: Sequence[InputFile], observers: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The predictions ``columns`` spread over every entry of ``files``, file by file, in entry order.
+
+    ``columns`` hold one row per tested entry, located by ``file_index`` and ``entry``. Rows of
+    entries that were not tested (they failed ``data.selection`` or lie outside the test range)
+    get NaN in float branches and -1 in integer ones (``label``); ``selected`` is True exactly
+    for the tested rows. ``observers`` (one array per observer over all entries of the files,
+    concatenated in the same order) replace the tested rows' observer columns.
+    """
+    counts = np.array([f.n_entries for f in files], dtype=np.int64)
+    first_row = np.zeros(max((f.index for f in files), default=-1) + 1, dtype=np.int64)
+    first_row[[f.index for f in files]] = np.cumsum(counts) - counts
+    known = np.isin(columns["file_index"], [f.index for f in files])
+    if not known.all():
+        raise ValueError(
+            f"predictions of file indices {sorted(set(columns['file_index'][~known]))} "
+            f"that are not among the files {[f.path for f in files]}"
+        )
+    rows = first_row[columns["file_index"]] + columns["entry"]
+    total = int(counts.sum())
+    out: dict[str, np.ndarray] = {}
+    for name, values in columns.items():
+        if name in ("file_index", "entry") or name in observers:
+            continue
+        filled = np.full(
+            total, np.nan if np.issubdtype(values.dtype, np.floating) else -1, dtype=values.dtype
+        )
+        filled[rows] = values
+        out[name] = filled
+    out["selected"] = np.zeros(total, dtype=bool)
+    out["selected"][rows] = True
+    out["file_index"] = np.repeat(np.array([f.index for f in files], dtype=np.int32), counts)
+    out["entry"] = np.concatenate([np.arange(n, dtype=np.int64) for n in counts]) if len(files) else counts
+    return {**out, **observers}
+
+
+def read_observers(spec: DataSpec, files: Sequence[InputFile]) -> dict[str, np.ndarray]:
+    """Every observer of ``spec`` (a branch or variable, one value per entry) for all entries of
+    ``files``, concatenated file by file in entry order."""
+    if not spec.observers:
+        return {}
+    branches = sorted(required_branches(set(spec.observers), spec.variables))
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in spec.observers}
+    for f in files:
+        arrays = read_entries(open_tree(f.path, spec.tree), Chunk(f.index, f.path, 0, f.n_entries), branches)
+        resolve = VariableResolver(arrays, spec.variables)
+        for name in spec.observers:
+            parts[name].append(_per_entry(resolve(name), len(arrays), f"{f.path}: data.observers.{name}"))
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def _per_entry(values, n: int, where: str) -> np.ndarray:
+    """``values`` as a numpy array of ``n`` numbers (a scalar is broadcast)."""
+    array = np.asarray(ak.to_numpy(values) if isinstance(values, ak.Array) else values)
+    if array.ndim == 0:
+        array = np.full(n, array)
+    if array.shape != (n,):
+        raise ValueError(f"{where} has shape {array.shape}; one value per entry ({n},) is expected")
+    return array
+
+
 class RootPredictionWriter(L.Callback):
-    """After testing, writes one entry per tested entry to ``path`` (tree ``tree``), on rank zero.
+    """After testing, writes the test predictions to ``path`` (tree ``tree``), on rank zero.
 
     Branches: for a classifier ``score_<class>`` (softmax probabilities) and ``label`` (true
     class index); for a regression ``pred_<target>`` and ``true_<target>`` (physical units);
     then ``file_index`` and ``entry`` (the input file, listed in the ``source_files`` string
     stored beside the tree, and the entry number in it), and the configured observers. The file
     is written atomically.
+
+    By default the tree has one entry per tested entry. With ``all_entries`` it has one entry
+    per entry of every file of the test split, file by file (in the order of ``source_files``)
+    and in entry order, so that it can serve as a friend tree of the input: ``selected`` says
+    which entries were tested (passed ``data.selection`` and lie in the test range); the others
+    have NaN scores, predictions and truths and ``label`` -1, and their observers are read from
+    the input like everyone else's.
     """
 
-    def __init__(self, path: str, tree: str = "predictions"):
+    def __init__(self, path: str, tree: str = "predictions", all_entries: bool = False):
         self.path = Path(path)
         self.tree = tree
+        self.all_entries = all_entries
         self.written: Path | None = None
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -74,10 +152,25 @@ class RootPredictionWriter(L.Callback):
         else:
             columns = regression_prediction_columns(predictions, list(pl_module.targets))
             metadata["targets"] = json.dumps(list(pl_module.targets))
+        if self.all_entries:
+            columns = self._spread_over_all_entries(columns, datamodule)
+            selection = datamodule.spec.selection
+            metadata["selection"] = selection.text if selection is not None else ""
         self.written = write_tree(
             self.path, self.tree, columns, title="hepnn test predictions", metadata=metadata
         )
         log.info("wrote %d predictions to %s", len(columns["entry"]), self.path)
+
+    @staticmethod
+    def _spread_over_all_entries(columns: dict[str, np.ndarray], datamodule) -> dict[str, np.ndarray]:
+        """See :func:`all_entry_columns`: the test files of a :class:`RootDataModule` and their observers."""
+        if not hasattr(datamodule, "files") or not hasattr(datamodule, "spec"):
+            raise ValueError(
+                f"RootPredictionWriter(all_entries=True) needs a RootDataModule (input files with their "
+                f"entry counts), got {type(datamodule).__name__}"
+            )
+        files = datamodule.split_files.get("test") or datamodule.files
+        return all_entry_columns(columns, files, read_observers(datamodule.spec, files))
 
 
 class TrainingThroughput(L.Callback):
@@ -133,3 +226,24 @@ class TrainingThroughput(L.Callback):
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._start is not None and self._last > self._start:
             self.test_rate = self._entries * trainer.world_size / (self._last - self._start)
+
+
+CHECKPOINT_KEY = "hepnn"
+CHECKPOINT_FORMAT = 1
+
+
+class StoreConfigInCheckpoint(L.Callback):
+    """Stores the run's composed configuration in every checkpoint, as plain data.
+
+    ``checkpoint["hepnn"] = {"format": 1, "config": config}``: ``config`` is the resolved
+    configuration (``OmegaConf.to_container(cfg, resolve=True)`` without the ``hydra`` section),
+    from which ``python -m hepnn.evaluate`` rebuilds the model and the data module. Everything in
+    it is dicts, lists, strings, numbers, booleans and None, so checkpoints load with
+    ``torch.load(path, weights_only=True)``.
+    """
+
+    def __init__(self, config: Mapping):
+        self.config = {k: v for k, v in dict(config).items() if k != "hydra"}
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint[CHECKPOINT_KEY] = {"format": CHECKPOINT_FORMAT, "config": copy.deepcopy(self.config)}

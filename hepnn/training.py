@@ -13,7 +13,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from hepnn.callbacks import RootPredictionWriter, TrainingThroughput
+from hepnn.callbacks import RootPredictionWriter, StoreConfigInCheckpoint, TrainingThroughput
 from hepnn.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def train(cfg: DictConfig) -> dict:
     output_dir = Path(cfg.paths.output_dir)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     model = hydra.utils.instantiate(cfg.model, _convert_="all")
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks = [*instantiate_group(cfg.get("callbacks")), StoreConfigInCheckpoint(checkpoint_config(cfg))]
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if trainer.is_global_zero:
@@ -86,13 +86,8 @@ def train(cfg: DictConfig) -> dict:
         trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt)
 
     writer = next((c for c in trainer.callbacks if isinstance(c, RootPredictionWriter)), None)
-    throughput = next((c for c in trainer.callbacks if isinstance(c, TrainingThroughput)), None)
     summary = {
-        **{k: _as_float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")},
-        **{k: _as_float(v) for k, v in trainer.callback_metrics.items() if k.endswith("/nonfinite_replaced")},
-        **(datamodule.summary() if hasattr(datamodule, "summary") else {}),
-        **_test_extras(model),
-        **_throughput(throughput),
+        **figures_of_test(trainer, model, datamodule),
         "parameters": model.n_parameters,
         "epochs": trainer.current_epoch,
         "wall_seconds": round(time.perf_counter() - start, 1),
@@ -105,6 +100,26 @@ def train(cfg: DictConfig) -> dict:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         print(format_summary(summary))
     return summary
+
+
+def checkpoint_config(cfg: DictConfig) -> dict:
+    """The composed configuration as plain data for checkpoints: resolved, without the ``hydra`` section."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("hydra", None)
+    return config
+
+
+def figures_of_test(trainer: L.Trainer, model: L.LightningModule, datamodule) -> dict:
+    """The figures of a finished ``trainer.test`` for the run summary: the ``test/`` metrics, NaN/inf
+    replacement counts, the input counts, the task's non-scalar results and the throughputs."""
+    throughput = next((c for c in trainer.callbacks if isinstance(c, TrainingThroughput)), None)
+    return {
+        **{k: _as_float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")},
+        **{k: _as_float(v) for k, v in trainer.callback_metrics.items() if k.endswith("/nonfinite_replaced")},
+        **(datamodule.summary() if hasattr(datamodule, "summary") else {}),
+        **_test_extras(model),
+        **_throughput(throughput),
+    }
 
 
 def _test_extras(model) -> dict:
@@ -137,8 +152,15 @@ def _last_checkpoint(trainer: L.Trainer) -> str | None:
     return callback.last_model_path
 
 
-def format_summary(summary: dict) -> str:
-    """The run's result as a small text table."""
+CHECKPOINT_ROWS = (("best checkpoint", "best_checkpoint"), ("evaluated checkpoint", "checkpoint"))
+
+
+def format_summary(summary: dict, title: str = "hepnn run summary") -> str:
+    """The run's result as a small text table headed by ``title``.
+
+    The checkpoint rows are shown for the keys the summary has: ``best_checkpoint`` (training),
+    ``checkpoint`` (the checkpoint that was evaluated).
+    """
     figures = [  # shown when the task computed them: classification, then regression
         ("test AUC", summary.get("test/auc")),
         ("test accuracy", summary.get("test/acc")),
@@ -171,11 +193,11 @@ def format_summary(summary: dict) -> str:
         ("epochs trained", summary.get("epochs")),
         ("wall time [s]", f"{summary['wall_seconds']:.0f}"),
         ("output directory", summary.get("output_dir")),
-        ("best checkpoint", summary.get("best_checkpoint")),
+        *[(name, summary[key]) for name, key in CHECKPOINT_ROWS if key in summary],
         ("predictions", summary.get("predictions")),
     ]
     width = max(len(name) for name, _ in rows)
-    lines = ["", "hepnn run summary", "=" * (width + 40)]
+    lines = ["", title, "=" * (width + 40)]
     for name, value in rows:
         lines.append(f"{name:<{width}}  {_format_value(value)}")
     lines.append("=" * (width + 40))
