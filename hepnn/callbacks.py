@@ -17,9 +17,12 @@ import numpy as np
 from hepnn.data.expressions import VariableResolver, required_branches
 from hepnn.data.source import Chunk, InputFile, open_tree, read_entries
 from hepnn.data.spec import DataSpec
-from hepnn.rootio import write_tree
+from hepnn.errors import ConfigError
+from hepnn.rootio import write_parquet, write_tree
 
 log = logging.getLogger(__name__)
+
+PREDICTION_FORMATS = ("root", "parquet")
 
 
 def prediction_columns(predictions: dict[str, np.ndarray], classes: list[str]) -> dict[str, np.ndarray]:
@@ -123,7 +126,9 @@ class RootPredictionWriter(L.Callback):
     class index); for a regression ``pred_<target>`` and ``true_<target>`` (physical units);
     then ``file_index`` and ``entry`` (the input file, listed in the ``source_files`` string
     stored beside the tree, and the entry number in it), and the configured observers. The file
-    is written atomically.
+    is written atomically. ``format="parquet"`` writes the same columns as a Parquet table
+    (``path`` with the suffix ``.parquet``; ``source_files``, ``classes``/``targets`` and
+    ``selection`` in the schema metadata) instead of a ROOT file.
 
     By default the tree has one entry per tested entry. With ``all_entries`` it has one entry
     per entry of every file of the test split, file by file (in the order of ``source_files``)
@@ -133,8 +138,11 @@ class RootPredictionWriter(L.Callback):
     the input like everyone else's.
     """
 
-    def __init__(self, path: str, tree: str = "predictions", all_entries: bool = False):
-        self.path = Path(path)
+    def __init__(self, path: str, tree: str = "predictions", all_entries: bool = False, format: str = "root"):
+        if format not in PREDICTION_FORMATS:
+            raise ConfigError(f"predictions.format must be one of {list(PREDICTION_FORMATS)}, got {format!r}")
+        self.format = format
+        self.path = Path(path).with_suffix(".parquet") if format == "parquet" else Path(path)
         self.tree = tree
         self.all_entries = all_entries
         self.written: Path | None = None
@@ -156,9 +164,12 @@ class RootPredictionWriter(L.Callback):
             columns = self._spread_over_all_entries(columns, datamodule)
             selection = datamodule.spec.selection
             metadata["selection"] = selection.text if selection is not None else ""
-        self.written = write_tree(
-            self.path, self.tree, columns, title="hepnn test predictions", metadata=metadata
-        )
+        if self.format == "parquet":
+            self.written = write_parquet(self.path, columns, metadata=metadata)
+        else:
+            self.written = write_tree(
+                self.path, self.tree, columns, title="hepnn test predictions", metadata=metadata
+            )
         log.info("wrote %d predictions to %s", len(columns["entry"]), self.path)
 
     @staticmethod

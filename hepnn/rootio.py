@@ -107,3 +107,24 @@ def write_tree(
             for key, text in (metadata or {}).items():
                 out[key] = text
     return Path(path)
+
+
+def write_parquet(
+    path: str | os.PathLike, columns: Mapping[str, np.ndarray], *, metadata: Mapping[str, str] | None = None
+) -> Path:
+    """Write equal-length flat ``columns`` as a Parquet table, atomically (temporary name, then rename).
+
+    ``metadata`` strings go into the table's schema metadata (``pyarrow.parquet.read_schema(path)
+    .metadata``, keys and values as bytes).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"columns for {path} have different lengths: {lengths}")
+    table = pa.table({name: np.asarray(values) for name, values in columns.items()})
+    table = table.replace_schema_metadata({k: str(v) for k, v in (metadata or {}).items()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)

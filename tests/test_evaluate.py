@@ -247,3 +247,26 @@ def test_regression_checkpoint_gives_predictions_and_truths_per_event(airshower_
     assert (
         load_checkpoint(trained["best_checkpoint"])["hepnn"]["config"]["model"]["net"]["residual_blocks"] == 0
     )
+
+
+def test_predictions_as_parquet_hold_the_same_rows(classifier, tmp_path):
+    import pyarrow.parquet as pq
+
+    _, trained = classifier
+    root = run_evaluate(tmp_path / "root", f"ckpt_path={trained['best_checkpoint']}")
+    parquet = run_evaluate(
+        tmp_path / "parquet", f"ckpt_path={trained['best_checkpoint']}", "predictions.format=parquet"
+    )
+    assert parquet["predictions"].endswith("predictions/evaluate.parquet")
+    table = pq.read_table(parquet["predictions"])
+    expected = uproot.open(root["predictions"])["predictions"].arrays(library="np")
+    assert sorted(table.column_names) == sorted(expected)
+    for name, values in expected.items():
+        np.testing.assert_array_equal(table.column(name).to_numpy(), values)
+    metadata = table.schema.metadata
+    assert json.loads(metadata[b"classes"]) == ["QCD", "Tbqq"]
+    assert json.loads(metadata[b"source_files"]) == json.loads(
+        str(uproot.open(root["predictions"])["source_files"])
+    )
+    with pytest.raises(ConfigError, match=r"predictions\.format must be one of \['root', 'parquet'\]"):
+        run_evaluate(tmp_path / "bad", f"ckpt_path={trained['best_checkpoint']}", "predictions.format=csv")
