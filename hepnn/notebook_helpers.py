@@ -21,7 +21,6 @@ so the notebooks hold parameters and calls only:
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -211,16 +210,12 @@ def regression_figures_of_merit(
 
 
 def resolve_files(files: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    """Sorted paths of a glob, a path or a list of them; :class:`FileNotFoundError` naming the pattern
-    when nothing matches."""
+    """Sorted paths of a glob, a path or a list of them (the loader's rules,
+    :func:`hepnn.data.source.resolve_files`); an error names the pattern that matches nothing."""
+    from hepnn.data.source import resolve_files as resolve
+
     patterns = [files] if isinstance(files, str | os.PathLike) else list(files)
-    paths: list[Path] = []
-    for pattern in patterns:
-        matched = sorted(glob.glob(os.path.expanduser(str(pattern))))
-        if not matched:
-            raise FileNotFoundError(f"no file matches {str(pattern)!r} (cwd {Path.cwd()})")
-        paths.extend(Path(p) for p in matched)
-    return paths
+    return [Path(p) for p in resolve([str(p) for p in patterns], key="DATA_FILES")]
 
 
 def read_events(

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from hepnn import notebook_helpers as nh
 from hepnn import regression_metrics as rm
+from hepnn.data.source import DataInputError
 
 
 def write_classifier_run(path, scores_tbqq, labels, summary=None):
@@ -96,7 +97,7 @@ def test_read_events_across_files_and_missing_files(tmp_path):
     events = nh.read_events(tmp_path / "s_*.root", max_events=5)
     assert events["a"].tolist() == [0, 1, 2, 10, 11] and events["b"].shape == (5, 4)
     assert nh.event_at(events, 3)["a"] == 10
-    with pytest.raises(FileNotFoundError, match="nothing_here"):
+    with pytest.raises(DataInputError, match=r"DATA_FILES.*nothing_here"):
         nh.read_events(tmp_path / "nothing_here*.root")
     with pytest.raises(ValueError, match="no tree 'events'"):
         nh.read_events(tmp_path / "s_0.root", tree="events")
