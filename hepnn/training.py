@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import signal
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from hepnn.callbacks import RootPredictionWriter, StoreConfigInCheckpoint, TrainingThroughput
 from hepnn.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM  # 143: what shells and batch systems report for SIGTERM
 
 
 def instantiate_group(group: DictConfig | None) -> list:
@@ -76,14 +82,15 @@ def train(cfg: DictConfig) -> dict:
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if cfg.get("test", True):
-        test_ckpt = best or None
-        if test_ckpt is None and cfg.get("train", True):
-            log.warning("no best checkpoint was saved (e.g. fast_dev_run); testing the current weights")
-        trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt)
+    with exit_status_on_sigterm(trainer):
+        if cfg.get("train", True):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if cfg.get("test", True):
+            test_ckpt = best or None
+            if test_ckpt is None and cfg.get("train", True):
+                log.warning("no best checkpoint was saved (e.g. fast_dev_run); testing the current weights")
+            trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt)
 
     writer = next((c for c in trainer.callbacks if isinstance(c, RootPredictionWriter)), None)
     summary = {
@@ -100,6 +107,22 @@ def train(cfg: DictConfig) -> dict:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         print(format_summary(summary))
     return summary
+
+
+@contextlib.contextmanager
+def exit_status_on_sigterm(trainer: L.Trainer) -> Iterator[None]:
+    """Exit with status 143 when Lightning stops on SIGTERM (e.g. a batch job's time limit).
+
+    Lightning stops its loops on SIGTERM with :class:`SIGTERMException`, a ``SystemExit`` with
+    status 0, on every rank: the interrupted job would look successful. The log says which
+    checkpoint to resume from (``ckpt_path=``).
+    """
+    try:
+        yield
+    except SIGTERMException:
+        last = _last_checkpoint(trainer)
+        log.error("stopped by SIGTERM; resume with ckpt_path=%s", last or "<no checkpoint saved yet>")
+        raise SystemExit(SIGTERM_EXIT_STATUS) from None
 
 
 def checkpoint_config(cfg: DictConfig) -> dict:
