@@ -176,9 +176,9 @@ def data_overrides(data: DictConfig | Mapping | None) -> dict:
 def evaluation_data_config(stored: Mapping, overrides: Mapping) -> dict:
     """The data module config: the checkpoint's ``data`` section with ``overrides`` and no generation.
 
-    Without a ``split`` override every entry of the files is tested: the files (of a per-split
-    mapping, its ``test`` files) become both the train and the test files of a per-split mapping
-    (the data module needs a training split; it is not iterated), with ``split`` all test.
+    Without a ``split`` override every entry of the files (of a per-split mapping, its ``test``
+    files) is tested: ``split`` becomes all test (the data module plans no training split when it
+    is only tested).
     """
     data = {**stored, **overrides, "generate": None}
     files = data.get("files")
@@ -193,8 +193,8 @@ def evaluation_data_config(stored: Mapping, overrides: Mapping) -> dict:
                 f"data.files is a per-split mapping without test files ({sorted(files)}): give data.files"
             )
         files = files["test"]
+    data["files"] = files
     if "split" not in overrides:
-        data["files"] = {"train": files, "test": files}
         data["split"] = dict(WHOLE_FILES)
     return data
 
@@ -211,7 +211,7 @@ def rebuild_datamodule(config: dict, checkpoint: dict, path: str | Path, overrid
     """The data module of the stored ``data`` section (with ``overrides``), using the checkpoint's spec."""
     data = evaluation_data_config(config["data"], overrides)
     if "split" not in overrides:
-        log.info("testing every entry of the files (data.split=null); the train split lists them too, unused")
+        log.info("testing every entry of the files (data.split=null)")
     datamodule = _instantiate(data, "data", path)
     key = type(datamodule).__qualname__
     state = checkpoint.get(key)

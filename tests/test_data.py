@@ -117,6 +117,18 @@ def test_selection_filters_entries(jet_sample):
     assert len(batches) == len(dm.test_dataloader())  # counted before reading, for progress bars
 
 
+def test_an_all_test_split_is_enough_for_testing_but_not_for_fitting(jet_sample):
+    files = f"{jet_sample}/*.root"
+    tested = make_datamodule(files, num_workers=0, split="{train: 0.0, val: 0.0, test: 1.0}")
+    tested.setup("test")
+    assert tested.datasets["train"].n_entries == 0 and tested.datasets["test"].n_entries == 1600
+    entries = torch.cat([b["entry"] for b in tested.test_dataloader()])
+    assert len(entries) == 1600
+    fitted = make_datamodule(files, num_workers=0, split="{train: 0.0, val: 0.0, test: 1.0}")
+    with pytest.raises(DataInputError, match=r"the train split of data\.files=.* is empty"):
+        fitted.setup("fit")
+
+
 def test_missing_files_are_named(tmp_path):
     dm = make_datamodule(f"{tmp_path}/nothing_*.root", generate="null")
     with pytest.raises(DataInputError, match=r"data.files: no input file matches '.*nothing_\*\.root'"):

@@ -188,9 +188,15 @@ class RootDataModule(L.LightningDataModule):
             log.info("automatic standardisation: %s", origin)
 
     def setup(self, stage: str | None = None) -> None:
-        """Check all input files, resolve standardisation, count selected entries and plan every split."""
+        """Check all input files, resolve standardisation, count selected entries and plan every split.
+
+        Fitting (``stage`` ``fit`` or None) needs non-empty train and test splits; testing or
+        predicting only (``test``, ``predict``: e.g. ``hepnn.evaluate`` with ``split`` all test)
+        needs a non-empty test split.
+        """
         if self.datasets:
             return
+        needed = ("train", "test") if stage in (None, "fit") else ("test",)
         self._inspect()
         self._standardize()
         self.chunk_cache_dir = cache_directory(self._cache_mode, self.cache_dir, self.spec)
@@ -212,7 +218,7 @@ class RootDataModule(L.LightningDataModule):
                 cache_dir=self.chunk_cache_dir,
             )
             raw = sum(c.n_entries for c in chunks)
-            if raw and not sum(counts) and split in ("train", "test"):
+            if raw and not sum(counts) and split in needed:
                 raise DataInputError(
                     f"data.selection {self.spec.selection.text!r} keeps none of the {raw} entries of the "
                     f"{split} split ({len(self.split_files[split])} file(s) of "
@@ -220,7 +226,7 @@ class RootDataModule(L.LightningDataModule):
                 )
         sizes = {s: d.n_entries for s, d in self.datasets.items()}
         log.info("input: %d file(s), tree '%s', entries per split %s", len(self.files), self.spec.tree, sizes)
-        for split in ("train", "test"):
+        for split in needed:
             if sizes[split] == 0:
                 raise DataInputError(
                     f"the {split} split of data.files={self.files_config} is empty "
