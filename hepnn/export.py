@@ -45,6 +45,7 @@ from hepnn.data.spec import DataConfigError, DataSpec, InputGroup
 from hepnn.errors import InputError, report_input_errors
 from hepnn.evaluate import CheckpointError, load_checkpoint, rebuild_model, stored_config
 from hepnn.rootio import atomic_path
+from hepnn.utils.cli import UsageError, key_value_args
 
 USAGE = "usage: python -m hepnn.export ckpt_path=<checkpoint> [format=onnx] [output=<path.onnx>] [opset=17]"
 KEYS = ("ckpt_path", "format", "output", "opset")
@@ -92,10 +93,6 @@ UNITS = {
 
 class ExportError(InputError):
     """A checkpoint's model cannot be exported (unsupported task, inputs or operations)."""
-
-
-class UsageError(ValueError):
-    """A bad command line (exit status 2)."""
 
 
 @dataclass(frozen=True)
@@ -611,13 +608,7 @@ def export_onnx(
 def parse_args(argv: Sequence[str]) -> dict:
     """``key=value`` arguments: ``ckpt_path`` (required), ``format`` (onnx), ``output`` (a path ending
     in .onnx) and ``opset`` (>= 17)."""
-    values: dict[str, str] = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        key = key.lstrip("+")
-        if not sep or key not in KEYS:
-            raise UsageError(f"unexpected argument {arg!r}; {USAGE}")
-        values[key] = value
+    values = key_value_args(argv, KEYS, USAGE)
     if not values.get("ckpt_path"):
         raise UsageError(f"ckpt_path is required; {USAGE}")
     fmt = values.get("format") or "onnx"

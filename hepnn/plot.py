@@ -29,16 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from hepnn import plotting
+from hepnn.utils.cli import UsageError, key_value_args
 
 USAGE = "usage: python -m hepnn.plot run_dir=<dir> [formats=[png,pdf]] [out_dir=<run_dir>/plots]"
 KEYS = ("run_dir", "formats", "out_dir")
 DEFAULT_FORMATS = ("png", "pdf")
 # Units of the regression targets of the shipped presets (conf/model/trace3d.yaml); others: none shown.
 TARGET_UNITS = {"xmax": "g/cm$^2$", "core_x": "m", "core_y": "m", "log10_energy": "log10(E/eV)"}
-
-
-class UsageError(ValueError):
-    """A bad command line or run directory (exit status 2)."""
 
 
 @dataclass
@@ -54,13 +51,7 @@ def parse_args(argv: Sequence[str]) -> dict:
 
     ``formats`` accepts ``[png,pdf]``, ``png,pdf`` or a single format.
     """
-    values: dict[str, str] = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        key = key.lstrip("+")
-        if not sep or key not in KEYS:
-            raise UsageError(f"unexpected argument {arg!r}; {USAGE}")
-        values[key] = value
+    values = key_value_args(argv, KEYS, USAGE)
     if not values.get("run_dir"):
         raise UsageError(f"run_dir is required; {USAGE}")
     run_dir = Path(values["run_dir"]).expanduser()

@@ -40,6 +40,7 @@ from hepnn import regression_metrics
 from hepnn.errors import ConfigError
 from hepnn.nets.blocks import count_parameters
 from hepnn.tasks.batch_stats import log_replaced_values
+from hepnn.tasks.common import gather_rows, optimizers
 
 LOSSES = ("mse", "huber")
 
@@ -368,21 +369,12 @@ class RegressionTask(L.LightningModule):
 
     def _gather(self, rows: list[dict]) -> list[dict]:
         """The rows of every rank (all ranks receive all of them)."""
-        if self.trainer.world_size == 1 or not torch.distributed.is_initialized():
-            return rows
-        gathered: list[list[dict] | None] = [None] * self.trainer.world_size
-        torch.distributed.all_gather_object(gathered, rows)
-        return [row for rank_rows in gathered for row in rank_rows]
+        return gather_rows(self.trainer, rows)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
-        }
+        return optimizers(
+            self.parameters(), self.optimizer_factory, self.scheduler_factory, self.scheduler_interval
+        )
 
 
 def _finite_number(value) -> bool:
