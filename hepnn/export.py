@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hepnn.data.spec import DataConfigError, DataSpec, InputGroup
+from hepnn.data.spec import DataConfigError, DataSpec, InputGroup, image_config
 from hepnn.errors import InputError, report_input_errors
 from hepnn.evaluate import CheckpointError, load_checkpoint, rebuild_model, stored_config
 from hepnn.rootio import atomic_path
@@ -341,19 +341,8 @@ def _image_entry(group: InputGroup) -> dict:
             }
             for c in image.channels
         ],
-        "grid": {
-            "n_eta": image.n_eta,
-            "n_phi": image.n_phi,
-            "eta": list(image.eta_range),
-            "phi": list(image.phi_range),
-        },
-        "preprocessing": {
-            "center": image.center,
-            "rotate": image.rotate,
-            "flip": image.flip,
-            "normalize": image.normalize,
-            "subjet_radius": image.subjet_radius,
-        },
+        "grid": image_config(image)["grid"],
+        "preprocessing": image_config(image)["preprocessing"],
         "note": (
             "not part of the graph: the jet-frame preprocessing (centring, rotation, flips), "
             "pixelisation and normalisation; give the image as hepnn's loader builds it "

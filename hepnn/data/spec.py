@@ -230,7 +230,7 @@ class DataSpec:
         inputs = {}
         for g in self.inputs:
             if g.image is not None:
-                inputs[g.name] = _image_config(g.image)
+                inputs[g.name] = image_config(g.image)
                 continue
             group: dict = {
                 "features": {
@@ -380,7 +380,7 @@ IMAGE_KEYS = ("channels", "grid", "preprocessing", "augment")
 CENTERS = ("centroid", "leading_subjet", "none")
 
 
-def _image_config(image: ImageSpec) -> dict:
+def image_config(image: ImageSpec) -> dict:
     """The plain-data form of an image group (what :func:`_image_group` reads)."""
     return {
         "channels": {c.name: {"eta": c.eta, "phi": c.phi, "intensity": c.intensity} for c in image.channels},

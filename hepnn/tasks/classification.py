@@ -28,7 +28,7 @@ from hepnn import metrics
 from hepnn.errors import ConfigError
 from hepnn.nets.blocks import count_parameters
 from hepnn.tasks.batch_stats import log_replaced_values
-from hepnn.tasks.common import gather_rows, optimizers
+from hepnn.tasks.common import gather_rows, net_arguments, optimizers
 
 
 class SignalScoreAUROC(BinaryAUROC):
@@ -92,12 +92,7 @@ class ClassificationTask(L.LightningModule):
 
     def forward(self, batch: dict) -> torch.Tensor:
         """Logits ``(B, n_classes)`` for a batch dict."""
-        try:
-            args = [batch[key] for key in self.inputs]
-        except KeyError as exc:
-            raise KeyError(
-                f"model.inputs names batch entry {exc.args[0]!r}, but the batch has {sorted(batch)}"
-            ) from None
+        args = net_arguments(batch, self.inputs)
         return self.net(*args)
 
     def _step(self, batch: dict, stage: str):

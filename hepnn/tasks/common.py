@@ -1,4 +1,5 @@
-"""Pieces shared by the tasks: gathering per-entry rows over DDP ranks, optimiser and scheduler set-up."""
+"""Pieces shared by the tasks: the net's arguments from a batch, gathering per-entry rows over DDP
+ranks, optimiser and scheduler set-up."""
 
 from __future__ import annotations
 
@@ -6,6 +7,17 @@ from collections.abc import Callable, Iterable
 
 import lightning as L
 import torch
+
+
+def net_arguments(batch: dict, inputs: list[str]) -> list[torch.Tensor]:
+    """The batch entries named in ``model.inputs``, in order; a missing one is named beside the
+    entries the batch has."""
+    try:
+        return [batch[key] for key in inputs]
+    except KeyError as exc:
+        raise KeyError(
+            f"model.inputs names batch entry {exc.args[0]!r}, but the batch has {sorted(batch)}"
+        ) from None
 
 
 def gather_rows(trainer: L.Trainer, rows: list[dict]) -> list[dict]:

@@ -40,7 +40,7 @@ from hepnn import regression_metrics
 from hepnn.errors import ConfigError
 from hepnn.nets.blocks import count_parameters
 from hepnn.tasks.batch_stats import log_replaced_values
-from hepnn.tasks.common import gather_rows, optimizers
+from hepnn.tasks.common import gather_rows, net_arguments, optimizers
 
 LOSSES = ("mse", "huber")
 
@@ -210,12 +210,7 @@ class RegressionTask(L.LightningModule):
 
     def forward(self, batch: dict) -> torch.Tensor:
         """Standardised outputs ``(B, K)`` for a batch dict (:meth:`to_physical` gives physical units)."""
-        try:
-            args = [batch[key] for key in self.inputs]
-        except KeyError as exc:
-            raise KeyError(
-                f"model.inputs names batch entry {exc.args[0]!r}, but the batch has {sorted(batch)}"
-            ) from None
+        args = net_arguments(batch, self.inputs)
         outputs = self.net(*args)
         if isinstance(outputs, Mapping):
             outputs = torch.cat([v.reshape(len(v), -1) for v in outputs.values()], dim=-1)
