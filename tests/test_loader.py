@@ -14,7 +14,7 @@ import uproot
 from hepnn.data import standardize
 from hepnn.data.datamodule import RootDataModule
 from hepnn.data.preprocess import DataValueError
-from hepnn.data.sharding import batch_plan, deal
+from hepnn.data.sharding import batch_plan, batches_before, deal
 from hepnn.data.source import DataInputError
 from hepnn.data.spec import DataSpec
 from hepnn.errors import ConfigError
@@ -491,3 +491,83 @@ def test_fixed_size_arrays_of_the_wrong_size_or_per_entry_values_are_refused(tra
         RootDataModule(
             **{**trace_config(trace_file), "inputs": {"traces": {"shape": [0, 3], "features": ["traces"]}}}
         ).setup()
+
+
+def test_batches_before_follows_the_dataloaders_turns():
+    # workers take turns; one that has run out drops out of the turn
+    assert batches_before([3, 1, 2], 0) == [0, 0, 0]
+    assert batches_before([3, 1, 2], 4) == [2, 1, 1]
+    assert batches_before([3, 1, 2], 5) == [2, 1, 2]
+    assert batches_before([3, 1, 2], 6) == [3, 1, 2]
+    with pytest.raises(ValueError, match="cannot skip 7 batches of an epoch of 6"):
+        batches_before([3, 1, 2], 7)
+
+
+@pytest.mark.parametrize("workers", [0, 2, 3])
+def test_a_resumed_epoch_delivers_exactly_the_batches_not_yet_trained(event_files, workers):
+    """Skipping the first k batches of an epoch (resuming from a mid-epoch checkpoint) gives the
+    rest of the uninterrupted epoch: the same batches with the same values (in the same order
+    without workers; with workers the DataLoader's turn starts at worker 0 again)."""
+    dm = RootDataModule(**event_config(f"{event_files}/*.root", num_workers=workers, batch_size=16))
+    dm.setup()
+    dataset = dm.datasets["train"]
+    dataset.set_epoch(1)
+
+    def content(batch) -> tuple:
+        return tuple(zip(batch["file_index"].tolist(), batch["entry"].tolist(), strict=True))
+
+    whole = {content(b): b for b in dm._loader("train")}
+    order = list(whole)
+    assert len(whole) == len(dataset) > 2 * max(workers, 1)
+    for k in (1, workers + 1, len(whole) - 1, len(whole)):
+        dataset.set_epoch(1, resume_after=k)
+        rest = list(dm._loader("train"))
+        if workers == 0:
+            assert [content(b) for b in rest] == order[k:]
+        assert sorted(content(b) for b in rest) == sorted(order[k:])
+        for batch in rest:
+            np.testing.assert_array_equal(batch["jets"].numpy(), whole[content(batch)]["jets"].numpy())
+
+
+SIGNALS_SCRIPT = """
+import os, signal, sys
+from multiprocessing import forkserver, resource_tracker
+from hepnn.data.datamodule import RootDataModule
+
+config = {config!r}
+dm = RootDataModule(**config)
+dm.setup()
+received = []
+signal.signal(signal.SIGUSR2, lambda signum, frame: received.append(signum))
+iterator = iter(dm.train_dataloader())
+batches = [next(iterator)]
+helpers = [forkserver._forkserver._forkserver_pid, resource_tracker._resource_tracker._pid]
+workers = [w.pid for w in iterator.gi_frame.f_locals["iterator"]._workers]
+assert len(workers) == 2 and all(helpers), (workers, helpers)
+for pid in [*workers, *helpers]:
+    for batch_system_signal in (signal.SIGUSR2, signal.SIGUSR1):
+        os.kill(pid, batch_system_signal)
+os.kill(os.getpid(), signal.SIGUSR2)
+batches.extend(iterator)
+for pid in helpers:
+    os.kill(pid, 0)  # still alive
+print("batches", len(batches), "of", len(dm.datasets["train"]), "received", received)
+"""
+
+
+def test_workers_and_their_helpers_ignore_the_batch_systems_signals(event_files):
+    """Slurm signals every process of a job step: the DataLoader workers, their fork server and the
+    resource tracker keep going on the warning signals SIGUSR1 and SIGUSR2; the training process
+    receives them. (In a fresh process, as a training job is, with the helpers started by the loader.)"""
+    import signal
+    import subprocess
+    import sys
+
+    config = event_config(f"{event_files}/*.root", num_workers=2, batch_size=16)
+    script = SIGNALS_SCRIPT.format(config=config)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    words = result.stdout.split()
+    assert words[1] == words[3] and int(words[1]) > 4, result.stdout
+    assert words[5] == f"[{int(signal.SIGUSR2)}]", result.stdout  # once, in the training process
+    assert "died unexpectedly" not in result.stderr, result.stderr[-3000:]

@@ -266,7 +266,7 @@ class RootDataModule(L.LightningDataModule):
         # config reloads dataloaders every epoch, so each epoch gets its own chunk order.
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
-            self.datasets["train"].set_epoch(trainer.current_epoch)
+            self.datasets["train"].set_epoch(trainer.current_epoch, batches_trained_before_resuming(trainer))
         return self._loader("train")
 
     def val_dataloader(self) -> BatchLoader:
@@ -281,3 +281,16 @@ class RootDataModule(L.LightningDataModule):
     def source_files(self) -> list[str]:
         """Input file paths, indexed by the ``file_index`` carried in every batch."""
         return [f.path for f in self.files]
+
+
+def batches_trained_before_resuming(trainer) -> int:
+    """Batches of the current epoch trained before the mid-epoch checkpoint this fit resumed from.
+
+    0 unless the trainer restarts inside an epoch (e.g. from ``preempted.ckpt``): then the
+    training dataset skips them, and the epoch goes on exactly as it would have without the
+    interruption.
+    """
+    fit_loop = getattr(trainer, "fit_loop", None)
+    if fit_loop is None or not fit_loop.restarting:
+        return 0
+    return fit_loop.epoch_loop.batch_progress.current.processed

@@ -28,7 +28,7 @@ from hepnn.data.batching import BatchBuilder, nest_observers
 from hepnn.data.cache import ChunkCache
 from hepnn.data.handoff import BatchHandoff
 from hepnn.data.preprocess import ChunkData, preprocess_chunk
-from hepnn.data.sharding import Piece, batch_plan, deal
+from hepnn.data.sharding import Piece, batch_plan, batches_before, deal
 from hepnn.data.source import Chunk, DataInputError, open_tree, read_entries
 from hepnn.data.spec import DataSpec
 from hepnn.errors import ConfigError
@@ -90,6 +90,8 @@ class ChunkedRootDataset(IterableDataset):
         self.num_workers = num_workers
         self.cache = ChunkCache(cache_dir) if cache_dir else None
         self.epoch = 0
+        # batches of this epoch already trained on by this rank (resuming an interrupted epoch)
+        self.resume_after = 0
         # set by BatchLoader for its workers: build batches in shared memory, yield SharedBatch
         self.handoff: BatchHandoff | None = None
         # (global rank, world size) to read for; None: from torch.distributed
@@ -105,8 +107,16 @@ class ChunkedRootDataset(IterableDataset):
         """The (global rank, world size) whose share of the entries this process reads."""
         return self.process_position or distributed_rank_and_size()
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, resume_after: int = 0) -> None:
+        """Use ``epoch``'s shuffling; skip the first ``resume_after`` batches of this rank.
+
+        ``resume_after``: batches of an interrupted epoch that were already trained on (counted in
+        the order the DataLoader delivers them); exactly the other batches of the epoch follow, with
+        the contents they would have had without the interruption (with several workers in another
+        order: the DataLoader's turn starts with worker 0 again).
+        """
         self.epoch = int(epoch)
+        self.resume_after = int(resume_after)
 
     @property
     def n_entries(self) -> int:
@@ -127,7 +137,11 @@ class ChunkedRootDataset(IterableDataset):
         return pieces, sizes
 
     def __len__(self) -> int:
-        """Batches this rank yields per epoch (all its workers); the same on every rank."""
+        """Batches of this rank per epoch (all its workers); the same on every rank.
+
+        A resumed epoch yields ``len - resume_after`` of them; its length stays that of the whole
+        epoch, as the trainer counts the batches trained before the interruption.
+        """
         rank, _ = self.position()
         _, sizes = self.plan()
         return sum(len(s) for s in sizes[rank])
@@ -180,37 +194,65 @@ class ChunkedRootDataset(IterableDataset):
             )
         rank, world = self.position()
         pieces, sizes = self.plan(world)
-        yield from self._batches(pieces[rank][worker], sizes[rank][worker], rank, worker)
+        skip = batches_before([len(s) for s in sizes[rank]], self.resume_after)[worker]
+        yield from self._batches(pieces[rank][worker], sizes[rank][worker], rank, worker, skip)
 
-    def _batches(self, pieces: list[Piece], sizes: list[int], rank: int, worker: int):
-        """This worker's batches: padded numpy dicts, or :class:`SharedBatch` messages."""
+    def _batches(self, pieces: list[Piece], sizes: list[int], rank: int, worker: int, skip: int = 0):
+        """This worker's batches: padded numpy dicts, or :class:`SharedBatch` messages.
+
+        The first ``skip`` batches are drawn but not built (resuming an interrupted epoch): the
+        shuffling is the same as in an uninterrupted epoch, and a piece is read only when a built
+        batch needs one of its entries.
+        """
         builder = BatchBuilder(self.spec)
         rng = np.random.default_rng([self.seed, self.epoch, rank, worker])
-        augment = np.random.default_rng([self.seed, self.epoch, rank, worker, 1]) if self.augment else None
-        stores: dict[int, ChunkData] = {}
+        stores: dict[int, ChunkData | Piece] = {}  # a Piece until a built batch needs its entries
         live_store = np.empty(0, dtype=np.int64)  # the reservoir: (store id, row) of waiting entries
         live_row = np.empty(0, dtype=np.int64)
         sizes = list(reversed(sizes))
+        drawn = 0
+
+        def draw(size: int):
+            nonlocal live_store, live_row, drawn
+            ids, rows = live_store[:size], live_row[:size]
+            live_store, live_row = live_store[size:], live_row[size:]
+            drawn += 1
+            if drawn <= skip:
+                return None
+            # augmentation seeded per batch: a resumed epoch flips as an uninterrupted one would
+            augment = (
+                np.random.default_rng([self.seed, self.epoch, rank, worker, 1, drawn])
+                if self.augment
+                else None
+            )
+            return self._build(builder, self._loaded(stores, ids), ids, rows, augment)
+
         for store_id, piece in enumerate(pieces):
-            data = self.load(piece)
-            stores[store_id] = data
-            live_store = np.concatenate([live_store, np.full(len(data), store_id)])
-            live_row = np.concatenate([live_row, np.arange(len(data))])
+            stores[store_id] = piece
+            live_store = np.concatenate([live_store, np.full(piece.n_selected, store_id)])
+            live_row = np.concatenate([live_row, np.arange(piece.n_selected)])
             if self.shuffle:
                 order = rng.permutation(len(live_row))
                 live_store, live_row = live_store[order], live_row[order]
             while sizes and len(live_row) - self.buffer_size >= sizes[-1]:
-                size = sizes.pop()
-                yield self._build(builder, stores, live_store[:size], live_row[:size], augment)
-                live_store, live_row = live_store[size:], live_row[size:]
+                batch = draw(sizes.pop())
+                if batch is not None:
+                    yield batch
             for unused in set(stores) - set(np.unique(live_store).tolist()):
                 del stores[unused]
         while sizes:
-            size = sizes.pop()
-            yield self._build(builder, stores, live_store[:size], live_row[:size], augment)
-            live_store, live_row = live_store[size:], live_row[size:]
+            batch = draw(sizes.pop())
+            if batch is not None:
+                yield batch
         if len(live_row):
             raise AssertionError(f"{len(live_row)} entries left after the planned batches")
+
+    def _loaded(self, stores: dict, store_ids: np.ndarray) -> dict:
+        """``stores`` with the pieces that ``store_ids`` refers to read and preprocessed."""
+        for store_id in np.unique(store_ids).tolist():
+            if isinstance(stores[store_id], Piece):
+                stores[store_id] = self.load(stores[store_id])
+        return stores
 
     def _build(self, builder: BatchBuilder, stores: dict, store_ids: np.ndarray, rows: np.ndarray, augment):
         parts = []

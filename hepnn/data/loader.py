@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
+import signal
+import threading
 from collections.abc import Iterator
 
 from torch.utils.data import DataLoader, IterableDataset
@@ -25,6 +28,34 @@ def worker_context() -> multiprocessing.context.BaseContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["hepnn.data.dataset"])
     return context
+
+
+# The warning a batch system sends every process of a job before its time limit (--signal: SIGUSR2
+# from hydra's submitit launcher, SIGUSR1 is Lightning's choice). The training process handles it.
+BATCH_SYSTEM_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+
+
+@contextlib.contextmanager
+def batch_system_signals_blocked() -> Iterator[None]:
+    """Block the batch system's warning signals in this thread while the loader starts its helpers.
+
+    Slurm signals every process of a job step. The training process checkpoints on the warning
+    (:mod:`hepnn.preemption`); the DataLoader workers, the fork server they come from and
+    multiprocessing's resource tracker would be killed by it (the default action), and the run
+    would fail with "DataLoader worker exited unexpectedly" instead. A blocked signal stays
+    blocked in processes forked or executed from here, so they never see it. In this process, a
+    signal that arrives meanwhile is delivered when the block ends (or at once to another thread).
+    SIGTERM is left alone: workers must stay killable; the training process reports a failure
+    that follows its own SIGTERM as the stop it is (:func:`hepnn.training.exit_status_on_sigterm`).
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, BATCH_SYSTEM_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def keep_as_is(batch):
@@ -62,20 +93,21 @@ class BatchLoader(DataLoader):
     def __iter__(self) -> Iterator[dict]:
         dataset = self.dataset
         handoff = None
-        if self.num_workers > 0 and isinstance(dataset, ChunkedRootDataset):
-            # slots per worker: more than the batches a worker may have in flight
-            handoff = BatchHandoff(self.num_workers, (self.prefetch_factor or 2) + 2, dataset.batch_size)
-            # What workers must know from this process, read when they receive the dataset below:
-            # they are not forked from it, so they cannot ask torch.distributed for the rank.
-            position = dataset.process_position
-            dataset.process_position = dataset.position()
-            dataset.handoff = handoff
-        try:
-            iterator = super().__iter__()
-        finally:
-            if handoff is not None:
-                dataset.process_position = position
-                dataset.handoff = None
+        with batch_system_signals_blocked():  # the worker processes and their helpers start here
+            if self.num_workers > 0 and isinstance(dataset, ChunkedRootDataset):
+                # slots per worker: more than the batches a worker may have in flight
+                handoff = BatchHandoff(self.num_workers, (self.prefetch_factor or 2) + 2, dataset.batch_size)
+                # What workers must know from this process, read when they receive the dataset below:
+                # they are not forked from it, so they cannot ask torch.distributed for the rank.
+                position = dataset.process_position
+                dataset.process_position = dataset.position()
+                dataset.handoff = handoff
+            try:
+                iterator = super().__iter__()
+            finally:
+                if handoff is not None:
+                    dataset.process_position = position
+                    dataset.handoff = None
         try:
             for batch in iterator:
                 if isinstance(batch, SharedBatch):

@@ -94,6 +94,26 @@ def batch_plan(n_entries: Sequence[Sequence[int]], batch_size: int) -> list[list
     ]
 
 
+def batches_before(batches_per_worker: Sequence[int], n: int) -> list[int]:
+    """How many of the first ``n`` batches a DataLoader delivers come from each worker.
+
+    A DataLoader over an iterable dataset asks its workers in turn and delivers their batches in
+    that order; a worker that has run out drops out of the turn. So the k-th batch of every worker
+    comes before the (k+1)-th batch of any. Used to resume an interrupted epoch: each worker skips
+    exactly the batches that were already delivered.
+    """
+    total = sum(batches_per_worker)
+    if not 0 <= n <= total:
+        raise ValueError(f"cannot skip {n} batches of an epoch of {total}")
+    taken = [0] * len(batches_per_worker)
+    while n:
+        for worker, available in enumerate(batches_per_worker):
+            if n and taken[worker] < available:
+                taken[worker] += 1
+                n -= 1
+    return taken
+
+
 def _sizes(n: int, n_batches: int, batch_size: int) -> list[int]:
     """``n_batches`` sizes summing to ``n``: full batches first, then the smaller rest."""
     sizes = [batch_size] * n_batches
