@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hepnn.callbacks import RootPredictionWriter, StoreConfigInCheckpoint, TrainingThroughput
 from hepnn.errors import ConfigError
+from hepnn.preemption import Preempted, requeue, resume_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -55,22 +56,43 @@ def quiet_known_noise() -> None:
     logger, which Hydra has configured (console and the run's log file): every line would be
     printed twice. hepnn's datasets compute their length per rank and worker exactly, so
     Lightning's warning that an iterable dataset's ``__len__`` may be inaccurate does not apply;
-    Lightning's own use of a deprecated torch pytree API is not the user's concern.
+    Lightning's own use of a deprecated torch pytree API is not the user's concern. Resuming from
+    a mid-epoch checkpoint (pre-emption) is exact: the training dataset skips the batches already
+    trained (:func:`hepnn.data.datamodule.batches_trained_before_resuming`), so Lightning's warning
+    about loaders without ``state_dict`` does not apply.
     """
     if logging.getLogger().hasHandlers():
         logging.getLogger("lightning").handlers.clear()
     warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+    warnings.filterwarnings(
+        "ignore", message=r".*resuming from a checkpoint that ended before the epoch ended.*"
+    )
 
 
 def train(cfg: DictConfig) -> dict:
-    """Run one experiment; returns the summary (test metrics and where the outputs went)."""
+    """Run one experiment; returns the summary (test metrics and where the outputs went).
+
+    With ``resume`` (the default), a run whose output directory already holds a checkpoint
+    continues from it (a requeued or re-submitted batch job), and a finished run is not run again.
+    """
     start = time.perf_counter()
     quiet_known_noise()
+    output_dir = Path(cfg.paths.output_dir)
     ckpt_path = check_ckpt_path(cfg.get("ckpt_path"))
+    if ckpt_path is None and cfg.get("resume", True):
+        finished = output_dir / "summary.json"
+        if finished.is_file():
+            log.info(
+                "%s finished before (%s): not run again (resume=false runs it afresh)", output_dir, finished
+            )
+            return json.loads(finished.read_text())
+        found = resume_checkpoint(output_dir)
+        if found is not None:
+            log.info("resuming from %s (the newest checkpoint of %s)", found, output_dir)
+            ckpt_path = str(found)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     model = hydra.utils.instantiate(cfg.model, _convert_="all")
     callbacks = [*instantiate_group(cfg.get("callbacks")), StoreConfigInCheckpoint(checkpoint_config(cfg))]
@@ -111,18 +133,35 @@ def train(cfg: DictConfig) -> dict:
 
 @contextlib.contextmanager
 def exit_status_on_sigterm(trainer: L.Trainer) -> Iterator[None]:
-    """Exit with status 143 when Lightning stops on SIGTERM (e.g. a batch job's time limit).
+    """Exit with status 143 when the run stops on SIGTERM (a batch job's time limit, requeue or
+    cancellation); requeue the job when :class:`~hepnn.preemption.CheckpointOnSignal` stopped it.
 
     Lightning stops its loops on SIGTERM with :class:`SIGTERMException`, a ``SystemExit`` with
-    status 0, on every rank: the interrupted job would look successful. The log says which
-    checkpoint to resume from (``ckpt_path=``).
+    status 0, on every rank: the interrupted job would look successful. A batch system sends
+    SIGTERM to every process of the job, DataLoader workers included; when one of them dies of it
+    before Lightning stops, the error that follows is reported as the SIGTERM stop it is. The log
+    says which checkpoint to resume from.
     """
     try:
         yield
     except SIGTERMException:
-        last = _last_checkpoint(trainer)
-        log.error("stopped by SIGTERM; resume with ckpt_path=%s", last or "<no checkpoint saved yet>")
+        _log_sigterm_stop(trainer)
         raise SystemExit(SIGTERM_EXIT_STATUS) from None
+    except Preempted as stop:
+        log.warning("stopped on %s with checkpoint %s", signal.Signals(stop.signum).name, stop.checkpoint)
+        log.warning("requeue: %s", requeue(stop, trainer.is_global_zero))
+        raise
+    except Exception as error:
+        if not trainer.received_sigterm:
+            raise
+        log.warning("after SIGTERM: %s", error)
+        _log_sigterm_stop(trainer)
+        raise SystemExit(SIGTERM_EXIT_STATUS) from None
+
+
+def _log_sigterm_stop(trainer: L.Trainer) -> None:
+    last = _last_checkpoint(trainer)
+    log.error("stopped by SIGTERM; resume with ckpt_path=%s", last or "<no checkpoint saved yet>")
 
 
 def checkpoint_config(cfg: DictConfig) -> dict:

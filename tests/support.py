@@ -16,7 +16,8 @@ class RecordEntries(L.Callback):
     Each rank writes ``rank<global rank>.json`` in ``out_dir`` at the end of every training epoch
     and of the test: ``{"rank": r, "world_size": n, "epochs": {"<epoch>": [[file_index, entry], ...]},
     "val_loss": {"<epoch>": loss}, "test_loss": loss}``, everything this process saw so far,
-    rewritten atomically, so a run killed later still leaves the finished epochs. ``delay`` seconds
+    rewritten atomically, so a run killed later still leaves the finished epochs (and a run stopped
+    by an exception, e.g. pre-emption, its unfinished one). ``delay`` seconds
     of sleep after every training batch make epochs long enough to interrupt one mid-way.
     """
 
@@ -25,11 +26,19 @@ class RecordEntries(L.Callback):
         self.delay = delay
         self.record: dict = {"epochs": {}, "val_loss": {}, "test_loss": None}
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        # at the start: a batch whose end hook stops the run (pre-emption) was trained all the same
         pairs = zip(batch["file_index"].tolist(), batch["entry"].tolist(), strict=True)
         self.record["epochs"].setdefault(str(trainer.current_epoch), []).extend([f, e] for f, e in pairs)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if self.delay:
             time.sleep(self.delay)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._write(trainer)  # the batches of an interrupted epoch
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # validation ran before this hook: the epoch's (synchronised) val/loss is known

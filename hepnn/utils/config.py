@@ -43,12 +43,33 @@ def _keys(mapping) -> list[str]:
     return [str(k) for k in mapping]
 
 
+def rank_suffix(environ=os.environ) -> str:
+    """``""`` in the process of global rank zero, ``.rank<N>`` in the others: per-rank log file names.
+
+    Read from the environment, before any process group exists: ``RANK`` (torchrun),
+    ``SLURM_PROCID`` (one Slurm task per device), else ``LOCAL_RANK``/``NODE_RANK`` (the processes
+    Lightning starts itself: ``.node<M>.rank<N>`` beyond the first node).
+    """
+    if "RANK" in environ:
+        rank = int(environ["RANK"])
+        return f".rank{rank}" if rank else ""
+    if int(environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in environ:
+        rank = int(environ["SLURM_PROCID"])
+        return f".rank{rank}" if rank else ""
+    local, node = int(environ.get("LOCAL_RANK", "0")), int(environ.get("NODE_RANK", "0"))
+    if node:
+        return f".node{node}.rank{local}"
+    return f".rank{local}" if local else ""
+
+
 def register_resolvers() -> None:
-    """Register ``${hepnn.root:}``, ``${hepnn.len:x}`` and ``${hepnn.keys:mapping}`` (idempotent)."""
+    """Register ``${hepnn.root:}``, ``${hepnn.len:x}``, ``${hepnn.keys:mapping}`` and
+    ``${hepnn.rank_suffix:}`` (idempotent)."""
     for name, fn in {
         "hepnn.root": lambda: str(project_root()),
         "hepnn.len": _length,
         "hepnn.keys": _keys,
+        "hepnn.rank_suffix": rank_suffix,
     }.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
