@@ -66,8 +66,10 @@ class CheckpointOnSignal(L.Callback):
     All ranks stop after the same batch: the decision is reduced over ranks after every batch
     (any rank that received the signal stops them all), so the checkpoint is consistent and the
     collective save cannot deadlock. The signal handler only records the signal; the work is done
-    between batches. Outside training (validation, test) the signal is recorded and acted upon at
-    the next training batch, or ignored if none follows.
+    between batches. It is installed when the callback is made, so a signal that arrives while
+    the run is still setting up does not kill it (the default action): training then stops after
+    its first batch. One that arrives after training (during the test) is only logged: the run
+    finishes. :meth:`close` puts the previous handler back.
     """
 
     def __init__(self, signal: str | int = DEFAULT_SIGNAL, dirpath: str | None = None):
@@ -76,21 +78,22 @@ class CheckpointOnSignal(L.Callback):
         self.received = False
         self.previous_handler = None
         self._installed = False
+        self._install()
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit" or self._installed:
-            return
+    def _install(self) -> None:
         try:
             self.previous_handler = signal.signal(self.signum, self._record)
+            self._installed = True
         except ValueError:  # not in the main thread: signals cannot be handled here
             log.warning("not in the main thread: %s will not checkpoint the run", self.signum.name)
-            return
-        self._installed = True
 
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit" and self._installed:
+    def close(self) -> None:
+        """Give the signal back to the handler it had before (submitit's, or the default)."""
+        if self._installed:
             signal.signal(self.signum, self.previous_handler or signal.SIG_DFL)
             self._installed = False
+        if self.received:
+            log.warning("%s received after training: the run finished all the same", self.signum.name)
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
         self.received = True
@@ -108,6 +111,7 @@ class CheckpointOnSignal(L.Callback):
                 batch_idx + 1,
                 path,
             )
+        self.received = False  # handled
         raise Preempted(str(path), int(self.signum), self.previous_handler)
 
 

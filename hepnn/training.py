@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hepnn.callbacks import RootPredictionWriter, StoreConfigInCheckpoint, TrainingThroughput
 from hepnn.errors import ConfigError
-from hepnn.preemption import Preempted, requeue, resume_checkpoint
+from hepnn.preemption import CheckpointOnSignal, Preempted, requeue, resume_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def quiet_known_noise() -> None:
     Lightning's warning that an iterable dataset's ``__len__`` may be inaccurate does not apply;
     Lightning's own use of a deprecated torch pytree API is not the user's concern. Resuming from
     a mid-epoch checkpoint (pre-emption) is exact: the training dataset skips the batches already
-    trained (:func:`hepnn.data.datamodule.batches_trained_before_resuming`), so Lightning's warning
+    trained (:meth:`hepnn.data.datamodule.RootDataModule.state_dict` records them), so Lightning's warning
     about loaders without ``state_dict`` does not apply.
     """
     if logging.getLogger().hasHandlers():
@@ -93,9 +93,21 @@ def train(cfg: DictConfig) -> dict:
             ckpt_path = str(found)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    # callbacks first: the pre-emption signal is handled from here on (data may be generated next)
+    callbacks = [*instantiate_group(cfg.get("callbacks")), StoreConfigInCheckpoint(checkpoint_config(cfg))]
+    try:
+        return _fit_and_test(cfg, callbacks, output_dir, ckpt_path, start)
+    finally:
+        for callback in callbacks:
+            if isinstance(callback, CheckpointOnSignal):
+                callback.close()
+
+
+def _fit_and_test(
+    cfg: DictConfig, callbacks: list, output_dir: Path, ckpt_path: str | None, start: float
+) -> dict:
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     model = hydra.utils.instantiate(cfg.model, _convert_="all")
-    callbacks = [*instantiate_group(cfg.get("callbacks")), StoreConfigInCheckpoint(checkpoint_config(cfg))]
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if trainer.is_global_zero:

@@ -198,3 +198,100 @@ def test_resubmitting_the_finished_sweep_runs_nothing_again(sweep, slurm, jet_sa
         assert (tmp / "sweep" / job / "summary.json").read_text() == summary
         assert "finished before" in (tmp / "sweep" / job / "train.log").read_text()
         assert sorted(p.name for p in (tmp / "record" / job).iterdir()) == ["0", "1"]  # no new training
+
+
+def test_two_tasks_of_one_job_train_as_two_ddp_ranks(slurm, jet_sample, tmp_path):
+    """``slurm_cpu`` with ``trainer=ddp_cpu trainer.devices=2``: Slurm starts two tasks (one per
+    device, as ``slurm_gpu_node`` does for GPUs), Lightning's SLURM environment makes them ranks 0
+    and 1 of one gloo run: one output directory, a log file per rank, and predictions with each
+    test entry exactly once."""
+    import uproot
+
+    command = [
+        sys.executable,
+        "-m",
+        "hepnn.train",
+        "-m",
+        "hydra/launcher=slurm_cpu",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=4",
+        "hydra.launcher.timeout_min=30",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=2",
+        f"data.files={jet_sample}/*.root",
+        "data.batch_size=64",
+        "data.eval_batch_size=50",
+        "data.num_workers=1",
+    ]
+    result = subprocess.run(command, cwd=REPO, env=slurm.env(), capture_output=True, text=True, timeout=WAIT)
+    out = tmp_path / "sweep" / "0"
+    assert result.returncode == 0, (
+        result.stdout[-3000:] + result.stderr[-2000:] + job_logs(tmp_path / "sweep")
+    )
+    (script,) = (tmp_path / "sweep" / ".submitit").glob("*/*_submission.sh")
+    assert "#SBATCH --ntasks-per-node=2" in script.read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs"] == 2
+    assert (out / "train.log").is_file() and (out / "train.rank1.log").is_file()
+    assert "GLOBAL_RANK: 0, MEMBER: 1/2" in (out / "train.log").read_text()
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (out / "train.rank1.log").read_text()
+    predictions = uproot.open(out / "predictions" / "test.root")["predictions"].arrays(library="np")
+    pairs = set(zip(predictions["file_index"].tolist(), predictions["entry"].tolist(), strict=True))
+    assert len(pairs) == len(predictions["entry"]) == N_FILES * 60
+
+
+def test_own_sbatch_script_reaches_its_time_limit_and_requeues_itself(slurm, jet_sample, tmp_path):
+    """A plain ``sbatch`` script (no submitit) with a two-minute time limit and
+    ``--signal=USR2@60``: Slurm itself sends the warning, hepnn checkpoints and requeues the job
+    with ``scontrol requeue``, and the job goes on in the same output directory until its planned
+    epochs are done, every epoch over all executions seeing each training entry exactly once."""
+    epochs = 12  # about 60 s of training: more than one execution's share before the warning
+    run, record = tmp_path / "run", tmp_path / "record"
+    overrides = [
+        f"hydra.run.dir={run}",
+        f"data.files='{jet_sample}/*.root'",
+        "data.batch_size=64",
+        "data.num_workers=2",
+        "callbacks.early_stopping=null",
+        f"trainer.max_epochs={epochs}",
+        "+callbacks.record._target_=tests.support.RecordEntries",
+        f"'+callbacks.record.out_dir={record}/${{oc.env:SLURM_RESTART_COUNT,0}}'",
+        "+callbacks.record.delay=0.2",
+    ]
+    script = tmp_path / "job.sh"
+    script.write_text(
+        "#!/bin/bash\n"
+        "#SBATCH --time=2\n"
+        "#SBATCH --signal=USR2@60\n"  # Slurm sends it 5-25 s early: 35-55 s into each execution
+        "#SBATCH --requeue\n"
+        "#SBATCH --cpus-per-task=1\n"
+        "#SBATCH --mem=3G\n"
+        f"#SBATCH --output={tmp_path}/slurm-%j.out\n"
+        "#SBATCH --open-mode=append\n"
+        f"cd {REPO}\n"
+        f"srun {sys.executable} -m hepnn.train {' '.join(overrides)}\n"
+    )
+    job = slurm.run("sbatch", "--parsable", str(script)).strip()
+    deadline = time.monotonic() + 2 * WAIT
+    while job in slurm.jobs():
+        if time.monotonic() > deadline:
+            subprocess.run(["scancel", job], env=slurm.env(), check=False)
+            raise AssertionError(f"job {job} not done after {2 * WAIT} s:\n{slurm.daemon_logs()}")
+        time.sleep(1)
+    output = "\n".join(p.read_text(errors="replace") for p in tmp_path.glob("slurm-*.out"))
+    summary_path = run / "summary.json"
+    assert summary_path.is_file(), output[-4000:]
+    assert json.loads(summary_path.read_text())["epochs"] == epochs
+    log = (run / "train.log").read_text()
+    assert f"requeue: Slurm job {job} requeued" in log and "resuming from" in log
+    runs = {}
+    for directory in sorted(record.iterdir()):
+        (recorded,) = load_records(directory)
+        runs[directory.name] = {e: [tuple(p) for p in pairs] for e, pairs in recorded["epochs"].items()}
+    assert len(runs) >= 2  # requeued at least once
+    expected = {(f, e) for f in range(N_FILES) for e in TRAIN_ENTRIES}
+    for epoch in map(str, range(epochs)):
+        seen = [pair for execution in runs.values() for pair in execution.get(epoch, [])]
+        assert len(seen) == len(expected) and set(seen) == expected, f"epoch {epoch}"

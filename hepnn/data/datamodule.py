@@ -108,6 +108,8 @@ class RootDataModule(L.LightningDataModule):
         cache_directory(cache, cache_dir, self.spec)  # check the setting early
         self._sample_checked = False
         self._restored_spec: DataSpec | None = None
+        # (epoch, batches) already trained in that epoch by the checkpoint this run resumes from
+        self._resume_progress: tuple[int, int] | None = None
         self.files: list[InputFile] = []
         self.skipped_files: list[str] = []
         self.split_files: dict[str, list[InputFile]] = {}
@@ -234,11 +236,18 @@ class RootDataModule(L.LightningDataModule):
                 )
 
     def state_dict(self) -> dict:
-        """Plain data stored in checkpoints: the resolved data spec (standardisation included)."""
-        return {"spec": self.spec.to_config(), "skipped_files": list(self.skipped_files)}
+        """Plain data stored in checkpoints: the resolved data spec (standardisation included) and,
+        during training, how many batches of which epoch were trained when the checkpoint was saved."""
+        state = {"spec": self.spec.to_config(), "skipped_files": list(self.skipped_files)}
+        progress = training_progress(getattr(self, "trainer", None))
+        if progress is not None:
+            state["training_progress"] = {"epoch": progress[0], "batches": progress[1]}
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Use the checkpoint's spec (its standardisation) instead of recomputing it."""
+        progress = state.get("training_progress")
+        self._resume_progress = (progress["epoch"], progress["batches"]) if progress else None
         restored = DataSpec.from_config(state["spec"])
         if restored.standardization() != self.spec.standardization() and not self.spec.automatic_features:
             log.warning("the checkpoint's standardisation differs from data.inputs; using the checkpoint's")
@@ -266,8 +275,22 @@ class RootDataModule(L.LightningDataModule):
         # config reloads dataloaders every epoch, so each epoch gets its own chunk order.
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
-            self.datasets["train"].set_epoch(trainer.current_epoch, batches_trained_before_resuming(trainer))
+            self.datasets["train"].set_epoch(trainer.current_epoch, self._batches_already_trained(trainer))
         return self._loader("train")
+
+    def _batches_already_trained(self, trainer) -> int:
+        """Batches of the current epoch trained before the checkpoint this fit resumed from.
+
+        Non-zero only in the epoch a mid-epoch checkpoint (e.g. ``preempted.ckpt``) was saved in:
+        the training dataset skips those batches and the epoch goes on with exactly the others.
+        Used once: later epochs (and a resumed end-of-epoch checkpoint) skip nothing; a loader
+        asked for before the trainer restored its epoch (still at an earlier one) keeps it.
+        """
+        progress = self._resume_progress
+        if progress is None or trainer.current_epoch < progress[0]:
+            return 0
+        self._resume_progress = None
+        return progress[1] if progress[0] == trainer.current_epoch else 0
 
     def val_dataloader(self) -> BatchLoader:
         return self._loader("val")
@@ -283,14 +306,8 @@ class RootDataModule(L.LightningDataModule):
         return [f.path for f in self.files]
 
 
-def batches_trained_before_resuming(trainer) -> int:
-    """Batches of the current epoch trained before the mid-epoch checkpoint this fit resumed from.
-
-    0 unless the trainer restarts inside an epoch (e.g. from ``preempted.ckpt``): then the
-    training dataset skips them, and the epoch goes on exactly as it would have without the
-    interruption.
-    """
-    fit_loop = getattr(trainer, "fit_loop", None)
-    if fit_loop is None or not fit_loop.restarting:
-        return 0
-    return fit_loop.epoch_loop.batch_progress.current.processed
+def training_progress(trainer) -> tuple[int, int] | None:
+    """``(epoch, batches trained in it)`` while ``trainer`` fits; None otherwise."""
+    if trainer is None or not trainer.training:
+        return None
+    return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
