@@ -73,7 +73,7 @@ class SlurmCluster:
     node: str
     cpus: int
     processes: list[subprocess.Popen] = field(default_factory=list)
-    started_munge: bool = False
+    munge_pid_file: Path | None = None  # set when this cluster started munged
 
     @property
     def conf(self) -> Path:
@@ -116,13 +116,12 @@ class SlurmCluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        if self.started_munge:
-            pid_file = self.directory / "munged.pid"
-            if pid_file.exists():
-                try:
-                    os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
-                except (ProcessLookupError, ValueError):
-                    pass
+        if self.munge_pid_file is not None and self.munge_pid_file.exists():
+            try:
+                os.kill(int(self.munge_pid_file.read_text().strip()), signal.SIGTERM)
+            except (ProcessLookupError, ValueError):
+                pass
+            self.munge_pid_file.unlink(missing_ok=True)
 
 
 def slurm_conf(directory: Path, node: str, cpus: int, memory_mb: int) -> str:
@@ -170,11 +169,11 @@ PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """
 
 
-def start_munge(directory: Path) -> bool:
-    """Start ``munged`` as the ``munge`` user unless one is running; True if started here."""
+def start_munge() -> Path | None:
+    """Start ``munged`` as the ``munge`` user unless one is running; its pid file if started here."""
     check = subprocess.run([program("munge"), "-n"], capture_output=True, timeout=10, check=False)
     if check.returncode == 0:
-        return False
+        return None
     run_dir = Path("/run/munge")
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.chown(run_dir, "munge", "munge")
@@ -184,7 +183,7 @@ def start_munge(directory: Path) -> bool:
         subprocess.run([program("mungekey"), "--create"], check=True, timeout=30)
         shutil.chown(key, "munge", "munge")
         key.chmod(0o400)
-    pid_file = directory / "munged.pid"
+    pid_file = run_dir / f"munged-hepnn-test-{os.getpid()}.pid"  # where the munge user may write
     subprocess.run(
         ["runuser", "-u", "munge", "--", program("munged"), f"--pid-file={pid_file}", "--force"],
         check=True,
@@ -194,7 +193,7 @@ def start_munge(directory: Path) -> bool:
     wait_until(
         lambda: subprocess.run([program("munge"), "-n"], capture_output=True).returncode == 0, 20, "munged"
     )
-    return True
+    return pid_file
 
 
 def wait_until(condition, timeout: float, what: str) -> None:
@@ -217,7 +216,7 @@ def start_cluster(directory: Path) -> SlurmCluster:
         (directory / sub).mkdir(exist_ok=True)
     cluster = SlurmCluster(directory, node, cpus)
     cluster.conf.write_text(slurm_conf(directory, node, cpus, memory_mb))
-    cluster.started_munge = start_munge(directory)
+    cluster.munge_pid_file = start_munge()
     env = cluster.env()
     # -D: stay in the foreground (children of this process, stopped by stop()); -i: ignore old state
     for daemon, args in (("slurmctld", ["-D", "-i"]), ("slurmd", ["-D"])):
