@@ -75,3 +75,25 @@ def test_conf_is_found_from_any_directory(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     assert Path(config_dir()) == REPO / "conf"
+
+
+@pytest.mark.parametrize(
+    ("launcher", "trainer", "nodes", "tasks", "gpus"),
+    [
+        ("slurm_gpu", ["trainer=gpu"], 1, 1, 1),
+        ("slurm_gpu_node", ["trainer=ddp", "trainer.devices=4"], 1, 4, 4),
+        ("slurm_multinode", ["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=3"], 3, 4, 4),
+        ("slurm_cpu", ["trainer=cpu"], 1, 1, None),
+        ("slurm_cpu", ["trainer=ddp_cpu", "trainer.devices=2"], 1, 2, None),
+    ],
+)
+def test_slurm_launcher_presets_follow_the_trainer(launcher, trainer, nodes, tasks, gpus):
+    """One Slurm task per device (what Lightning's SLURM environment expects), nodes from
+    trainer.num_nodes; the site keys are there to override; the warning signal comes before the
+    time limit and time-outs are requeued."""
+    cfg = compose_train(f"hydra/launcher={launcher}", *trainer, "hydra.launcher.partition=gpu")
+    settings = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert settings["_target_"].endswith("SlurmLauncher")
+    assert (settings["nodes"], settings["tasks_per_node"], settings["gpus_per_node"]) == (nodes, tasks, gpus)
+    assert settings["partition"] == "gpu" and "account" in settings and "mem_gb" in settings
+    assert 0 < settings["signal_delay_s"] < settings["timeout_min"] * 60 and settings["max_num_timeout"] > 0

@@ -14,7 +14,7 @@ import pytest
 
 from hepnn.errors import ConfigError
 from hepnn.preemption import parse_signal, resume_checkpoint
-from hepnn.utils.config import rank_suffix
+from hepnn.utils.config import on_rank_zero, rank_suffix
 from tests.conftest import REPO, run_module
 from tests.test_ddp import N_FILES, TRAIN_ENTRIES, ddp_overrides, load_records, wait_for
 
@@ -46,6 +46,8 @@ def test_rank_suffix_of_log_files():
     assert rank_suffix({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) == ""
     assert rank_suffix({"LOCAL_RANK": "1", "NODE_RANK": "0"}) == ".rank1"
     assert rank_suffix({"LOCAL_RANK": "0", "NODE_RANK": "1"}) == ".node1.rank0"
+    assert on_rank_zero(".hydra", {"SLURM_NTASKS": "2", "SLURM_PROCID": "0"}) == ".hydra"
+    assert on_rank_zero(".hydra", {"SLURM_NTASKS": "2", "SLURM_PROCID": "1"}) is None
 
 
 def epochs_of_run(record_dir) -> dict[str, list[list[tuple[int, int]]]]:

@@ -235,6 +235,7 @@ def test_two_tasks_of_one_job_train_as_two_ddp_ranks(slurm, jet_sample, tmp_path
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 2
     assert (out / "train.log").is_file() and (out / "train.rank1.log").is_file()
+    assert (out / ".hydra" / "config.yaml").is_file()  # written by rank zero
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in (out / "train.log").read_text()
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (out / "train.rank1.log").read_text()
     predictions = uproot.open(out / "predictions" / "test.root")["predictions"].arrays(library="np")

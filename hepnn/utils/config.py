@@ -62,14 +62,21 @@ def rank_suffix(environ=os.environ) -> str:
     return f".rank{local}" if local else ""
 
 
+def on_rank_zero(value, environ=os.environ):
+    """``value`` in the process of global rank zero, None in the others (see :func:`rank_suffix`):
+    for files that only rank zero writes, such as Hydra's ``.hydra/`` of a run."""
+    return value if rank_suffix(environ) == "" else None
+
+
 def register_resolvers() -> None:
-    """Register ``${hepnn.root:}``, ``${hepnn.len:x}``, ``${hepnn.keys:mapping}`` and
-    ``${hepnn.rank_suffix:}`` (idempotent)."""
+    """Register ``${hepnn.root:}``, ``${hepnn.len:x}``, ``${hepnn.keys:mapping}``,
+    ``${hepnn.rank_suffix:}`` and ``${hepnn.on_rank_zero:value}`` (idempotent)."""
     for name, fn in {
         "hepnn.root": lambda: str(project_root()),
         "hepnn.len": _length,
         "hepnn.keys": _keys,
         "hepnn.rank_suffix": rank_suffix,
+        "hepnn.on_rank_zero": on_rank_zero,
     }.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
