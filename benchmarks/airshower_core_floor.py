@@ -1,0 +1,202 @@
+"""How well can the shower core be found at all? A fit with everything else known.
+
+    python benchmarks/airshower_core_floor.py [--files 'data/airshower/*.root'] [--events 3000]
+                                              [--predictions logs/.../predictions/test.root]
+
+For simulated showers (``python -m hepnn.generate generate=airshower``), the core is fitted to the
+total signals of the triggered stations with the simulation's own lateral distribution, the
+true axis, the true muon fraction and the true LDF slopes, leaving only the core (x, y) and the
+signal scale free: a weighted least-squares fit whose weights are the simulation's own
+variances at the true parameters (compound-Poisson muons, Gamma-distributed electromagnetic
+signal). A second fit adds the stations' start times: the curved front of the simulation
+(radius from the true Xmax) with a free time offset, each start time standing for the first
+particle's arrival in the middle of its 25 ns bin, weighted with the simulation's jitter plus
+the bin's quantisation. Knowing the axis and the shower's composition makes these fits better
+than any real reconstruction: their resolution is a floor set by the fluctuations, to compare with the
+network's (``--predictions``: a test predictions file with ``pred_core_x/y``, ``true_core_x/y``,
+``zenith``, ``true_log10_energy``). The table gives 68 % quantiles of the distance between the
+fitted and true cores (m) in bands of zenith angle and energy.
+
+The fit is a grid search (41 x 41 points, 15 m apart around the true core, then 41 x 41 points
+1 m apart around the best), vectorised over the grid; the signal scale has a closed form.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import itertools
+import math
+
+import numpy as np
+import uproot
+
+from hepnn.sim.airshower import front_time, height_of_vertical_depth, lateral_distribution
+from hepnn.sim.kinds import build_sample
+from hepnn.utils.config import project_root
+
+BRANCHES = [
+    "traces",
+    "station_x",
+    "station_y",
+    "station_triggered",
+    "core_x",
+    "core_y",
+    "axis_x",
+    "axis_y",
+    "axis_z",
+    "zenith",
+    "log10_energy",
+    "muon_fraction",
+    "s1000",
+    "station_start_time",
+    "xmax",
+]
+
+
+def generation_config() -> dict:
+    """The ``generate=airshower`` configuration (parametrisations of the simulation)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from hepnn.utils.config import config_dir, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        cfg = compose("generate", overrides=["generate=airshower"])
+        return OmegaConf.to_container(cfg.generate, resolve=True)
+
+
+def read_events(pattern: str, n_events: int) -> dict[str, np.ndarray]:
+    arrays: dict[str, list] = {b: [] for b in BRANCHES}
+    total = 0
+    for path in sorted(glob.glob(pattern)):
+        chunk = uproot.open(path)["tree"].arrays(BRANCHES, library="np", entry_stop=n_events - total)
+        for b in BRANCHES:
+            arrays[b].append(chunk[b])
+        total += len(chunk["core_x"])
+        if total >= n_events:
+            break
+    if not total:
+        raise SystemExit(f"no air-shower files match {pattern}: python -m hepnn.generate generate=airshower")
+    return {b: np.concatenate(v) for b, v in arrays.items()}
+
+
+def shapes_and_variances(ev: dict, k: int, core: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:
+    """LDF shape g (signal per unit S1000) at the triggered stations of event ``k`` for each
+    candidate ``core`` ``(m, 2)``: ``(m, n_stations)``; also used at the true core for the variances."""
+    signal, muons = cfg.signal, cfg.muons
+    axis = np.array([ev["axis_x"][k], ev["axis_y"][k], ev["axis_z"][k]], dtype=float)
+    zenith = float(ev["zenith"][k])
+    sec = 1.0 / math.cos(zenith)
+    beta_em = signal["beta_em"] + signal["beta_em_sec"] * (sec - 1)
+    beta_mu = signal["beta_mu"] + signal["beta_mu_sec"] * (sec - 1)
+    f_mu = float(ev["muon_fraction"][k])
+    on = ev["station_triggered"][k].astype(bool)
+    px = ev["station_x"][k][on][None, :] - core[:, :1]
+    py = ev["station_y"][k][on][None, :] - core[:, 1:]
+    along = px * axis[0] + py * axis[1]
+    r = np.sqrt(np.maximum(px**2 + py**2 - along**2, 0.0))
+    mu = f_mu * lateral_distribution(r, beta_mu, signal)
+    em = (1 - f_mu) * lateral_distribution(r, beta_em, signal)
+    track = 1.0 / (
+        math.cos(zenith) + 2 * muons["tank_height"] / (math.pi * muons["tank_radius"]) * math.sin(zenith)
+    )
+    per_muon = muons["signal_per_muon"] * track
+    return mu + em, (mu, em, per_muon)
+
+
+def fit_core(ev: dict, k: int, cfg, timing: bool) -> np.ndarray:
+    """The fitted core (x, y) of event ``k`` (m), from the signals and, with ``timing``, the start times."""
+    on = ev["station_triggered"][k].astype(bool)
+    signals = ev["traces"][k].reshape(len(on), -1)[on].sum(axis=1)
+    truth = np.array([[ev["core_x"][k], ev["core_y"][k]]], dtype=float)
+    _, (mu, em, per_muon) = shapes_and_variances(ev, k, truth, cfg)
+    s1000 = float(ev["s1000"][k])
+    spread = cfg.muons["track_spread"]
+    variance = s1000 * (mu[0] * per_muon * (1 + spread**2) + em[0] * cfg.signal["em_quantum"]) + 1e-3
+    weight = 1.0 / variance
+    times = front_model(ev, k, cfg) if timing else None
+    best = truth[0]
+    for step in (15.0, 1.0):
+        offsets = np.arange(-20, 21) * step
+        grid = best + np.stack(np.meshgrid(offsets, offsets, indexing="ij"), axis=-1).reshape(-1, 2)
+        g, _ = shapes_and_variances(ev, k, grid, cfg)
+        scale = (weight * signals * g).sum(axis=1) / (weight * g * g).sum(axis=1)
+        chi2 = (weight * (signals - scale[:, None] * g) ** 2).sum(axis=1)
+        if times is not None:
+            chi2 = chi2 + times(grid)
+        best = grid[np.argmin(chi2)]
+    return best
+
+
+def front_model(ev: dict, k: int, cfg):
+    """chi^2 of the start times of event ``k`` for candidate cores ``(m, 2)`` (free time offset)."""
+    timing, trace = cfg.timing, cfg.trace
+    on = ev["station_triggered"][k].astype(bool)
+    width = float(trace["bin_width"])
+    arrival = ev["station_start_time"][k][on] + (trace["pretrigger_bins"] + 0.5) * width
+    axis = np.array([ev["axis_x"][k], ev["axis_y"][k], ev["axis_z"][k]], dtype=float)
+    cos_t = float(axis[2])
+    altitude = float(cfg.array["altitude"])
+    height = height_of_vertical_depth(float(ev["xmax"][k]) * cos_t, cfg.atmosphere)
+    radius = timing["curvature_radius_min"] + max((float(height) - altitude) / cos_t, 0.0)
+    x, y = ev["station_x"][k][on], ev["station_y"][k][on]
+    px0, py0 = x - ev["core_x"][k], y - ev["core_y"][k]
+    along0 = px0 * axis[0] + py0 * axis[1]
+    r0 = np.sqrt(np.maximum(px0**2 + py0**2 - along0**2, 0.0))
+    jitter2 = timing["jitter"] ** 2 + (timing["jitter_1000"] * r0 / 1000.0) ** 2
+    weight = 1.0 / (jitter2 + width**2 / 12)
+
+    def chi2(core: np.ndarray) -> np.ndarray:
+        px = x[None, :] - core[:, :1]
+        py = y[None, :] - core[:, 1:]
+        along = px * axis[0] + py * axis[1]
+        expected = front_time(along, px**2 + py**2, radius)
+        residual = arrival[None, :] - expected
+        offset = (weight * residual).sum(axis=1) / weight.sum()
+        return (weight * (residual - offset[:, None]) ** 2).sum(axis=1)
+
+    return chi2
+
+
+def bands(values: np.ndarray, distance: np.ndarray, edges: list[float], label: str) -> list[str]:
+    rows = []
+    for lo, hi in itertools.pairwise(edges):
+        selected = (values >= lo) & (values < hi)
+        if selected.any():
+            rows.append(f"{label} {lo:g}-{hi:g}: {np.quantile(distance[selected], 0.68):.1f}")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--files", default=str(project_root() / "data" / "airshower" / "*.root"))
+    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--predictions", default=None)
+    args = parser.parse_args()
+
+    cfg = build_sample(generation_config())[0]
+    ev = read_events(args.files, args.events)
+    n = len(ev["core_x"])
+    zenith = np.degrees(ev["zenith"])
+    tables = {}
+    for name, timing in (("signals", False), ("signals and start times", True)):
+        fitted = np.array([fit_core(ev, k, cfg, timing) for k in range(n)])
+        distance = np.hypot(fitted[:, 0] - ev["core_x"], fitted[:, 1] - ev["core_y"])
+        tables[f"fit of the {name}, true axis and composition"] = (distance, zenith, ev["log10_energy"])
+    if args.predictions:
+        p = uproot.open(args.predictions)["predictions"].arrays(library="np")
+        net = np.hypot(p["pred_core_x"] - p["true_core_x"], p["pred_core_y"] - p["true_core_y"])
+        tables["network (test predictions)"] = (net, np.degrees(p["zenith"]), p["true_log10_energy"])
+    print(f"core resolution, 68 % quantile of |fitted - true| (m); {n} simulated showers for the fit")
+    for name, (d, z, e) in tables.items():
+        print(f"\n{name}: all {np.quantile(d, 0.68):.1f} (median {np.median(d):.1f}, {len(d)} events)")
+        print("  " + "; ".join(bands(z, d, [0, 20, 40, 50, 61], "zenith")))
+        print("  " + "; ".join(bands(e, d, [18.5, 18.9, 19.3, 19.7, 20.01], "lgE")))
+
+
+if __name__ == "__main__":
+    main()
