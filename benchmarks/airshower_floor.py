@@ -1,6 +1,6 @@
-"""How well can the shower core be found at all? A fit with everything else known.
+"""How well can the shower core and axis be found at all? Fits with everything else known.
 
-    python benchmarks/airshower_core_floor.py [--files 'data/airshower/*.root'] [--events 3000]
+    python benchmarks/airshower_floor.py [--files 'data/airshower/*.root'] [--events 3000]
                                               [--predictions logs/.../predictions/test.root]
 
 For simulated showers (``python -m hepnn.generate generate=airshower``), the core is fitted to the
@@ -11,7 +11,9 @@ variances at the true parameters (compound-Poisson muons, Gamma-distributed elec
 signal). A second fit adds the stations' start times: the curved front of the simulation
 (radius from the true Xmax) with a free time offset, each start time standing for the first
 particle's arrival in the middle of its 25 ns bin, weighted with the simulation's jitter plus
-the bin's quantisation. Knowing the axis and the shower's composition makes these fits better
+the bin's quantisation. The axis is fitted likewise to the start times with the true core and
+curvature, and, as a reconstruction that knows nothing, with a plane front. Knowing the axis and
+the shower's composition makes these fits better
 than any real reconstruction: their resolution is a floor set by the fluctuations, to compare with the
 network's (``--predictions``: a test predictions file with ``pred_core_x/y``, ``true_core_x/y``,
 ``zenith``, ``true_log10_energy``). The table gives 68 % quantiles of the distance between the
@@ -31,7 +33,7 @@ import math
 import numpy as np
 import uproot
 
-from hepnn.sim.airshower import front_time, height_of_vertical_depth, lateral_distribution
+from hepnn.sim.airshower import SPEED_OF_LIGHT, front_time, height_of_vertical_depth, lateral_distribution
 from hepnn.sim.kinds import build_sample
 from hepnn.utils.config import project_root
 
@@ -160,12 +162,64 @@ def front_model(ev: dict, k: int, cfg):
     return chi2
 
 
+def fit_axis(ev: dict, k: int, cfg) -> np.ndarray:
+    """The axis of event ``k`` fitted to its start times alone with the true core (unit vector)."""
+    timing, trace = cfg.timing, cfg.trace
+    on = ev["station_triggered"][k].astype(bool)
+    width = float(trace["bin_width"])
+    arrival = ev["station_start_time"][k][on] + (trace["pretrigger_bins"] + 0.5) * width
+    true_axis = np.array([ev["axis_x"][k], ev["axis_y"][k], ev["axis_z"][k]], dtype=float)
+    cos_t = float(true_axis[2])
+    altitude = float(cfg.array["altitude"])
+    height = height_of_vertical_depth(float(ev["xmax"][k]) * cos_t, cfg.atmosphere)
+    radius = timing["curvature_radius_min"] + max((float(height) - altitude) / cos_t, 0.0)
+    px = ev["station_x"][k][on] - ev["core_x"][k]
+    py = ev["station_y"][k][on] - ev["core_y"][k]
+    along0 = px * true_axis[0] + py * true_axis[1]
+    r0 = np.sqrt(np.maximum(px**2 + py**2 - along0**2, 0.0))
+    weight = 1.0 / (timing["jitter"] ** 2 + (timing["jitter_1000"] * r0 / 1000.0) ** 2 + width**2 / 12)
+    helper = np.array([1.0, 0.0, 0.0]) if abs(true_axis[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    e1 = np.cross(true_axis, helper)
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(true_axis, e1)
+    best = true_axis
+    for step in (0.0025, 0.000125):  # rad: +-2.9 deg, then +-0.14 deg
+        offsets = np.arange(-20, 21) * step
+        u, v = (g.reshape(-1, 1) for g in np.meshgrid(offsets, offsets, indexing="ij"))
+        axes = best[None, :] + u * e1[None, :] + v * e2[None, :]
+        axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+        along = px[None, :] * axes[:, :1] + py[None, :] * axes[:, 1:2]
+        residual = arrival[None, :] - front_time(along, (px**2 + py**2)[None, :], radius)
+        offset = (weight * residual).sum(axis=1) / weight.sum()
+        chi2 = (weight * (residual - offset[:, None]) ** 2).sum(axis=1)
+        best = axes[np.argmin(chi2)]
+    return best
+
+
+def plane_fit_axis(ev: dict, k: int, cfg) -> np.ndarray:
+    """A reconstruction that knows nothing: a plane front fitted to the start times of event ``k``
+    (least squares, weights growing with the signal up to 100 VEM); the axis as a unit vector."""
+    on = ev["station_triggered"][k].astype(bool)
+    width = float(cfg.trace["bin_width"])
+    arrival = ev["station_start_time"][k][on] + (cfg.trace["pretrigger_bins"] + 0.5) * width
+    x, y = ev["station_x"][k][on], ev["station_y"][k][on]
+    signals = ev["traces"][k].reshape(len(on), -1)[on].sum(axis=1)
+    weight = np.sqrt(np.clip(signals, 0.0, 100.0))
+    design = np.stack([np.ones_like(x), -x, -y], axis=1)  # c t = c t0 - (u x + v y)
+    solution, *_ = np.linalg.lstsq(design * weight[:, None], SPEED_OF_LIGHT * arrival * weight, rcond=None)
+    u, v = solution[1], solution[2]
+    s2 = u * u + v * v
+    if s2 >= 1.0:
+        return np.array([u, v, 0.0]) / math.sqrt(s2)
+    return np.array([u, v, math.sqrt(1.0 - s2)])
+
+
 def bands(values: np.ndarray, distance: np.ndarray, edges: list[float], label: str) -> list[str]:
     rows = []
     for lo, hi in itertools.pairwise(edges):
         selected = (values >= lo) & (values < hi)
         if selected.any():
-            rows.append(f"{label} {lo:g}-{hi:g}: {np.quantile(distance[selected], 0.68):.1f}")
+            rows.append(f"{label} {lo:g}-{hi:g}: {np.quantile(distance[selected], 0.68):.2f}")
     return rows
 
 
@@ -187,15 +241,30 @@ def main() -> None:
         fitted = np.array([fit_core(ev, k, cfg, timing) for k in range(n)])
         distance = np.hypot(fitted[:, 0] - ev["core_x"], fitted[:, 1] - ev["core_y"])
         tables[f"fit of the {name}, true axis and composition"] = (distance, zenith, ev["log10_energy"])
+    axes = np.array([fit_axis(ev, k, cfg) for k in range(n)])
+    truth = np.stack([ev["axis_x"], ev["axis_y"], ev["axis_z"]], axis=1)
+    angle = np.degrees(np.arccos(np.clip((axes * truth).sum(axis=1), -1.0, 1.0)))
+    angles = {"fit of the start times, true core and front curvature": (angle, zenith, ev["log10_energy"])}
+    planes = np.array([plane_fit_axis(ev, k, cfg) for k in range(n)])
+    plane_angle = np.degrees(np.arccos(np.clip((planes * truth).sum(axis=1), -1.0, 1.0)))
+    angles["plane front fitted to the start times, nothing known"] = (plane_angle, zenith, ev["log10_energy"])
     if args.predictions:
         p = uproot.open(args.predictions)["predictions"].arrays(library="np")
         net = np.hypot(p["pred_core_x"] - p["true_core_x"], p["pred_core_y"] - p["true_core_y"])
         tables["network (test predictions)"] = (net, np.degrees(p["zenith"]), p["true_log10_energy"])
-    print(f"core resolution, 68 % quantile of |fitted - true| (m); {n} simulated showers for the fit")
-    for name, (d, z, e) in tables.items():
-        print(f"\n{name}: all {np.quantile(d, 0.68):.1f} (median {np.median(d):.1f}, {len(d)} events)")
-        print("  " + "; ".join(bands(z, d, [0, 20, 40, 50, 61], "zenith")))
-        print("  " + "; ".join(bands(e, d, [18.5, 18.9, 19.3, 19.7, 20.01], "lgE")))
+        predicted = np.stack([p["pred_axis_x"], p["pred_axis_y"], p["pred_axis_z"]], axis=1)
+        predicted /= np.linalg.norm(predicted, axis=1, keepdims=True)
+        true_axes = np.stack([p["true_axis_x"], p["true_axis_y"], p["true_axis_z"]], axis=1)
+        net_angle = np.degrees(np.arccos(np.clip((predicted * true_axes).sum(axis=1), -1.0, 1.0)))
+        angles["network (test predictions)"] = (net_angle, np.degrees(p["zenith"]), p["true_log10_energy"])
+    for title, unit, table in (("core resolution", "m", tables), ("angular resolution", "deg", angles)):
+        print(
+            f"\n{title}, 68 % quantile of the distance between fitted and true ({unit}); {n} showers fitted"
+        )
+        for name, (d, z, e) in table.items():
+            print(f"\n{name}: all {np.quantile(d, 0.68):.2f} (median {np.median(d):.2f}, {len(d)} events)")
+            print("  " + "; ".join(bands(z, d, [0, 20, 40, 50, 61], "zenith")))
+            print("  " + "; ".join(bands(e, d, [18.5, 18.9, 19.3, 19.7, 20.01], "lgE")))
 
 
 if __name__ == "__main__":
