@@ -248,7 +248,7 @@ def test_own_sbatch_script_reaches_its_time_limit_and_requeues_itself(slurm, jet
     ``--signal=USR2@60``: Slurm itself sends the warning, hepnn checkpoints and requeues the job
     with ``scontrol requeue``, and the job goes on in the same output directory until its planned
     epochs are done, every epoch over all executions seeing each training entry exactly once."""
-    epochs = 12  # about 60 s of training: more than one execution's share before the warning
+    epochs = 16  # 58 s of sleeps plus start-up: longer than an execution lasts before the warning
     run, record = tmp_path / "run", tmp_path / "record"
     overrides = [
         f"hydra.run.dir={run}",
