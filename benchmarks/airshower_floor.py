@@ -132,52 +132,48 @@ def fit_core(ev: dict, k: int, cfg, timing: bool) -> np.ndarray:
     return best
 
 
+class StartTimes:
+    """The start times of event ``k``'s triggered stations as first-particle arrivals (ns, middle of
+    their bin), the truth-based front radius (m) and the weights (jitter and bin quantisation)."""
+
+    def __init__(self, ev: dict, k: int, cfg):
+        timing, trace = cfg.timing, cfg.trace
+        on = ev["station_triggered"][k].astype(bool)
+        width = float(trace["bin_width"])
+        self.arrival = ev["station_start_time"][k][on] + (trace["pretrigger_bins"] + 0.5) * width
+        self.axis = np.array([ev["axis_x"][k], ev["axis_y"][k], ev["axis_z"][k]], dtype=float)
+        cos_t = float(self.axis[2])
+        height = height_of_vertical_depth(float(ev["xmax"][k]) * cos_t, cfg.atmosphere)
+        distance_xmax = (float(height) - float(cfg.array["altitude"])) / cos_t
+        self.radius = timing["curvature_radius_min"] + max(distance_xmax, 0.0)
+        self.x, self.y = ev["station_x"][k][on], ev["station_y"][k][on]
+        self.core = np.array([ev["core_x"][k], ev["core_y"][k]], dtype=float)
+        px, py = self.x - self.core[0], self.y - self.core[1]
+        along = px * self.axis[0] + py * self.axis[1]
+        r = np.sqrt(np.maximum(px**2 + py**2 - along**2, 0.0))
+        jitter2 = timing["jitter"] ** 2 + (timing["jitter_1000"] * r / 1000.0) ** 2
+        self.weight = 1.0 / (jitter2 + width**2 / 12)
+
+    def chi2(self, cores: np.ndarray, axes: np.ndarray) -> np.ndarray:
+        """chi^2 with a free time offset for candidate ``cores`` ``(m, 2)`` and ``axes`` ``(m, 3)``."""
+        px = self.x[None, :] - cores[:, :1]
+        py = self.y[None, :] - cores[:, 1:]
+        along = px * axes[:, :1] + py * axes[:, 1:2]
+        residual = self.arrival[None, :] - front_time(along, px**2 + py**2, self.radius)
+        offset = (self.weight * residual).sum(axis=1) / self.weight.sum()
+        return (self.weight * (residual - offset[:, None]) ** 2).sum(axis=1)
+
+
 def front_model(ev: dict, k: int, cfg):
-    """chi^2 of the start times of event ``k`` for candidate cores ``(m, 2)`` (free time offset)."""
-    timing, trace = cfg.timing, cfg.trace
-    on = ev["station_triggered"][k].astype(bool)
-    width = float(trace["bin_width"])
-    arrival = ev["station_start_time"][k][on] + (trace["pretrigger_bins"] + 0.5) * width
-    axis = np.array([ev["axis_x"][k], ev["axis_y"][k], ev["axis_z"][k]], dtype=float)
-    cos_t = float(axis[2])
-    altitude = float(cfg.array["altitude"])
-    height = height_of_vertical_depth(float(ev["xmax"][k]) * cos_t, cfg.atmosphere)
-    radius = timing["curvature_radius_min"] + max((float(height) - altitude) / cos_t, 0.0)
-    x, y = ev["station_x"][k][on], ev["station_y"][k][on]
-    px0, py0 = x - ev["core_x"][k], y - ev["core_y"][k]
-    along0 = px0 * axis[0] + py0 * axis[1]
-    r0 = np.sqrt(np.maximum(px0**2 + py0**2 - along0**2, 0.0))
-    jitter2 = timing["jitter"] ** 2 + (timing["jitter_1000"] * r0 / 1000.0) ** 2
-    weight = 1.0 / (jitter2 + width**2 / 12)
-
-    def chi2(core: np.ndarray) -> np.ndarray:
-        px = x[None, :] - core[:, :1]
-        py = y[None, :] - core[:, 1:]
-        along = px * axis[0] + py * axis[1]
-        expected = front_time(along, px**2 + py**2, radius)
-        residual = arrival[None, :] - expected
-        offset = (weight * residual).sum(axis=1) / weight.sum()
-        return (weight * (residual - offset[:, None]) ** 2).sum(axis=1)
-
-    return chi2
+    """chi^2 of the start times of event ``k`` for candidate cores ``(m, 2)``, true axis."""
+    times = StartTimes(ev, k, cfg)
+    return lambda cores: times.chi2(cores, np.broadcast_to(times.axis, (len(cores), 3)))
 
 
 def fit_axis(ev: dict, k: int, cfg) -> np.ndarray:
     """The axis of event ``k`` fitted to its start times alone with the true core (unit vector)."""
-    timing, trace = cfg.timing, cfg.trace
-    on = ev["station_triggered"][k].astype(bool)
-    width = float(trace["bin_width"])
-    arrival = ev["station_start_time"][k][on] + (trace["pretrigger_bins"] + 0.5) * width
-    true_axis = np.array([ev["axis_x"][k], ev["axis_y"][k], ev["axis_z"][k]], dtype=float)
-    cos_t = float(true_axis[2])
-    altitude = float(cfg.array["altitude"])
-    height = height_of_vertical_depth(float(ev["xmax"][k]) * cos_t, cfg.atmosphere)
-    radius = timing["curvature_radius_min"] + max((float(height) - altitude) / cos_t, 0.0)
-    px = ev["station_x"][k][on] - ev["core_x"][k]
-    py = ev["station_y"][k][on] - ev["core_y"][k]
-    along0 = px * true_axis[0] + py * true_axis[1]
-    r0 = np.sqrt(np.maximum(px**2 + py**2 - along0**2, 0.0))
-    weight = 1.0 / (timing["jitter"] ** 2 + (timing["jitter_1000"] * r0 / 1000.0) ** 2 + width**2 / 12)
+    times = StartTimes(ev, k, cfg)
+    true_axis = times.axis
     helper = np.array([1.0, 0.0, 0.0]) if abs(true_axis[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
     e1 = np.cross(true_axis, helper)
     e1 /= np.linalg.norm(e1)
@@ -188,10 +184,7 @@ def fit_axis(ev: dict, k: int, cfg) -> np.ndarray:
         u, v = (g.reshape(-1, 1) for g in np.meshgrid(offsets, offsets, indexing="ij"))
         axes = best[None, :] + u * e1[None, :] + v * e2[None, :]
         axes /= np.linalg.norm(axes, axis=1, keepdims=True)
-        along = px[None, :] * axes[:, :1] + py[None, :] * axes[:, 1:2]
-        residual = arrival[None, :] - front_time(along, (px**2 + py**2)[None, :], radius)
-        offset = (weight * residual).sum(axis=1) / weight.sum()
-        chi2 = (weight * (residual - offset[:, None]) ** 2).sum(axis=1)
+        chi2 = times.chi2(np.broadcast_to(times.core, (len(axes), 2)), axes)
         best = axes[np.argmin(chi2)]
     return best
 

@@ -43,10 +43,8 @@ def slurm(tmp_path_factory):
     cluster.stop()
 
 
-def sweep_command(jet_sample: Path, tmp: Path) -> list[str]:
-    """``python -m hepnn.train -m`` of two small jobs (seeds 1 and 2) through ``slurm_cpu``; each
-    execution of each job records its training entries in ``record/<job>/<execution>``."""
-    record = f"{tmp}/record/${{hydra:job.num}}/${{oc.env:SLURM_RESTART_COUNT,0}}"
+def launcher_command(sweep_dir: Path, jet_sample: Path, *overrides: str) -> list[str]:
+    """``python -m hepnn.train -m`` through ``slurm_cpu`` (1 CPU per task) on the session sample."""
     return [
         sys.executable,
         "-m",
@@ -56,9 +54,20 @@ def sweep_command(jet_sample: Path, tmp: Path) -> list[str]:
         "hydra.launcher.cpus_per_task=1",
         "hydra.launcher.mem_gb=3",
         "hydra.launcher.timeout_min=30",
-        f"hydra.sweep.dir={tmp}/sweep",
+        f"hydra.sweep.dir={sweep_dir}",
         f"data.files={jet_sample}/*.root",
         "data.batch_size=64",
+        *overrides,
+    ]
+
+
+def sweep_command(jet_sample: Path, tmp: Path) -> list[str]:
+    """Two small jobs (seeds 1 and 2); each execution of each job records its training entries in
+    ``record/<job>/<execution>``."""
+    record = f"{tmp}/record/${{hydra:job.num}}/${{oc.env:SLURM_RESTART_COUNT,0}}"
+    return launcher_command(
+        tmp / "sweep",
+        jet_sample,
         "data.num_workers=2",
         "callbacks.early_stopping=null",
         f"trainer.max_epochs={EPOCHS}",
@@ -66,7 +75,7 @@ def sweep_command(jet_sample: Path, tmp: Path) -> list[str]:
         f"+callbacks.record.out_dir={record}",
         "+callbacks.record.delay=0.2",  # about 4 s per epoch: time to interrupt one
         "seed=1,2",
-    ]
+    )
 
 
 def wait_for(path: Path, process: subprocess.Popen, what: str) -> None:
@@ -207,24 +216,15 @@ def test_two_tasks_of_one_job_train_as_two_ddp_ranks(slurm, jet_sample, tmp_path
     test entry exactly once."""
     import uproot
 
-    command = [
-        sys.executable,
-        "-m",
-        "hepnn.train",
-        "-m",
-        "hydra/launcher=slurm_cpu",
-        "hydra.launcher.cpus_per_task=1",
-        "hydra.launcher.mem_gb=4",
-        "hydra.launcher.timeout_min=30",
-        f"hydra.sweep.dir={tmp_path}/sweep",
+    command = launcher_command(
+        tmp_path / "sweep",
+        jet_sample,
         "trainer=ddp_cpu",
         "trainer.devices=2",
         "trainer.max_epochs=2",
-        f"data.files={jet_sample}/*.root",
-        "data.batch_size=64",
         "data.eval_batch_size=50",
         "data.num_workers=1",
-    ]
+    )
     result = subprocess.run(command, cwd=REPO, env=slurm.env(), capture_output=True, text=True, timeout=WAIT)
     out = tmp_path / "sweep" / "0"
     assert result.returncode == 0, (
