@@ -24,6 +24,14 @@ two-stage design of the deep-learning reconstructions of air showers from such a
 4. **Global pooling** over stations (masked average, masked maximum, both, or flattening the
    whole grid) and one dense **head** per target group.
 
+Optionally (``first_guess``), an analytic first-guess reconstruction runs first
+(:class:`hepnn.nets.shower_fit.ShowerFirstGuess`: plane front, lateral-distribution core,
+spherical front; no trainable parameters). Its station time residuals (from the fitted front)
+and distances from the fitted axis become two more station channels, and its event quantities
+(axis, core, ln S1000, ln R) enter every head and, through a linear layer, the output directly:
+the network learns the corrections to a standard reconstruction. This needs the station
+positions (m) as a fourth input: a grid of stations does not say where they are.
+
 Masking of untriggered (or missing) stations: their traces and start times are replaced by
 zeros on entry (``torch.where``, so NaN or garbage there cannot leak, not even through batch
 statistics), their trace features are zeroed again after the trace stage (the convolution
@@ -58,6 +66,7 @@ from torch import nn
 from hepnn.errors import ConfigError
 from hepnn.nets.blocks import MLP, activation
 from hepnn.nets.calo_cnn import _bool, _pair, _positive_int
+from hepnn.nets.shower_fit import FirstGuess, ShowerFirstGuess
 
 TRACE_LAYER_KEYS = ("channels", "kernel", "stride", "padding", "dilation", "batch_norm", "pool", "pool_size")
 SPATIAL_LAYER_KEYS = ("channels", "kernel", "batch_norm")
@@ -66,6 +75,9 @@ GLOBAL_POOLS = ("avg", "max", "avgmax", "flatten")
 START_TIME_REFERENCES = ("none", "mean", "min")
 SIGNAL_TRANSFORMS = ("none", "log1p")
 TIME_POOLS = {"max": nn.MaxPool3d, "avg": nn.AvgPool3d}
+FIRST_GUESS_FEATURES = 7  # axis (3), core (2), ln S1000, ln R: see TraceConv3D._first_guess_features
+FIRST_GUESS_TIME_SCALE_NS = 100.0  # time residuals of the stations enter in units of 100 ns
+FIRST_GUESS_DISTANCE_SCALE_M = 1000.0  # distances from the fitted axis in units of 1000 m
 
 
 @dataclass(frozen=True)
@@ -241,6 +253,9 @@ class TraceConv3D(nn.Module):
       then divide by ``start_time_scale`` (ns; use 1 for start times the loader standardised).
     - ``signal_transform``: ``"log1p"`` applies ``sign(s) log(1 + |s|)`` to the traces (signals
       span orders of magnitude from the core outwards) or ``"none"``.
+    - ``first_guess``: null, or the keyword arguments of
+      :class:`~hepnn.nets.shower_fit.ShowerFirstGuess` (``{}`` for its defaults); then
+      ``forward`` also takes ``station_position`` ``(B, 2, X, Y)``, the stations' x and y (m).
 
     ``time_lengths`` holds the time bins after every trace layer and ``features`` the head
     input width, both computed without a forward pass.
@@ -267,6 +282,7 @@ class TraceConv3D(nn.Module):
         start_time_reference: str = "mean",
         start_time_scale: float = 1.0,
         signal_transform: str = "none",
+        first_guess: Mapping | None = None,
     ):
         super().__init__()
         in_channels = _positive_int(in_channels, "in_channels")
@@ -303,6 +319,7 @@ class TraceConv3D(nn.Module):
         self.start_time_reference = start_time_reference
         self.start_time_scale = float(start_time_scale)
         self.signal_transform = signal_transform
+        self.first_guess = None if first_guess is None else _first_guess(first_guess)
 
         # 1. trace stage: Conv3d (1, 1, k) [+ BN] + activation [+ pooling along time]
         layers: list[nn.Module] = []
@@ -343,7 +360,8 @@ class TraceConv3D(nn.Module):
         self.trace_features = channels * length  # per station, time folded in
 
         # 2./3. station features and spatial stage
-        extra = 2 + (2 if self.coordinate_channels else 0)  # start time, mask, [x, y]
+        # start time, mask, [x, y], [time residual, distance from the axis]
+        extra = 2 + (2 if self.coordinate_channels else 0) + (2 if self.first_guess else 0)
         channels = self.trace_features + extra if spatial_mode == "conv2d" else channels + extra
         spatial: list[nn.Module] = []
         for index, config in enumerate(_layer_list(spatial_layers, "spatial_layers", allow_empty=True)):
@@ -376,6 +394,8 @@ class TraceConv3D(nn.Module):
             "avgmax": 2 * station_features,
             "flatten": station_features * x_size * y_size,
         }[global_pool]
+        if self.first_guess is not None:
+            self.features += FIRST_GUESS_FEATURES
         self.heads = nn.ModuleDict(
             {
                 name: MLP(self.features, hidden, size, dropout, activation)
@@ -383,6 +403,10 @@ class TraceConv3D(nn.Module):
             }
         )
         self.n_outputs = sum(self.head_sizes.values())
+        # the first guess reaches the outputs linearly too: corrections are what the heads learn
+        self.first_guess_skip = (
+            nn.Linear(FIRST_GUESS_FEATURES, self.n_outputs) if self.first_guess is not None else None
+        )
         xs = torch.linspace(-1.0, 1.0, x_size) if x_size > 1 else torch.zeros(1)
         ys = torch.linspace(-1.0, 1.0, y_size) if y_size > 1 else torch.zeros(1)
         grid = torch.stack(torch.meshgrid(xs, ys, indexing="ij"))  # (2, X, Y)
@@ -431,19 +455,59 @@ class TraceConv3D(nn.Module):
             raise ValueError(f"station_mask must be (B, X, Y) = {(b, x, y)}, got {tuple(station_mask.shape)}")
         return start_time, station_mask.bool()
 
+    def fit_first_guess(
+        self,
+        traces: torch.Tensor,
+        start_time: torch.Tensor,
+        station_mask: torch.Tensor,
+        station_position: torch.Tensor | None,
+    ) -> FirstGuess | None:
+        """The analytic first guess of every event (None without ``first_guess``)."""
+        if self.first_guess is None:
+            if station_position is not None:
+                raise ValueError("station_position was given but the net has no first_guess to use it")
+            return None
+        start_time, mask = self._check_inputs(traces, start_time, station_mask)
+        b, _, x, y, _ = traces.shape
+        if station_position is None or tuple(station_position.shape) != (b, 2, x, y):
+            got = None if station_position is None else tuple(station_position.shape)
+            raise ValueError(
+                f"the first guess needs station_position (B, 2, X, Y) = {(b, 2, x, y)} (station x, y in m), "
+                f"got {got}"
+            )
+        flat = mask.flatten(1)
+        # summed in float64 like the fits: a float32 sum's rounding depends on the order of the
+        # additions (PyTorch vs onnxruntime), and a fit far from its priors can amplify it
+        signal = torch.where(mask[:, None, :, :, None], traces, torch.zeros((), dtype=traces.dtype))
+        signal = signal.to(torch.float64).sum(dim=(1, 4)).flatten(1)
+        position = station_position.to(torch.float64).flatten(2)
+        guess = self.first_guess(
+            signal, start_time.to(torch.float64).flatten(1), position[:, 0], position[:, 1], flat
+        )
+        return FirstGuess(*(v.to(traces.dtype) for v in guess))
+
     def first_layer(self, traces: torch.Tensor) -> torch.Tensor:
         """Output of the first trace convolution ``(B, C1, X, Y, T1)`` (no masking or transform)."""
         return self.trace_net[0](traces)
 
     def station_features(
-        self, traces: torch.Tensor, start_time: torch.Tensor, station_mask: torch.Tensor
+        self,
+        traces: torch.Tensor,
+        start_time: torch.Tensor,
+        station_mask: torch.Tensor,
+        station_position: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-station input of the spatial stage.
 
         ``(B, F T' + extra, X, Y)`` with ``spatial_mode="conv2d"`` (time folded into features),
         ``(B, F + extra, X, Y, T')`` with ``"conv3d"``; ``extra`` channels are the start time,
-        the trigger mask and optionally the x, y coordinates (in that order, last).
+        the trigger mask, optionally the x, y coordinates and optionally the first guess's time
+        residual and distance from the axis (in that order, last).
         """
+        guess = self.fit_first_guess(traces, start_time, station_mask, station_position)
+        return self._station_features(traces, start_time, station_mask, guess)
+
+    def _station_features(self, traces, start_time, station_mask, guess: FirstGuess | None) -> torch.Tensor:
         start_time, mask = self._check_inputs(traces, start_time, station_mask)
         m5 = mask[:, None, :, :, None]
         traces = torch.where(m5, traces, torch.zeros((), dtype=traces.dtype, device=traces.device))
@@ -455,6 +519,13 @@ class TraceConv3D(nn.Module):
         extras = [self._start_time(start_time, mask), mask[:, None].to(features.dtype)]
         if self.coordinate_channels:
             extras.append(self.coordinates.to(features.dtype).expand(b, -1, -1, -1))
+        if guess is not None:
+            extras.append(
+                guess.time_residual.reshape(b, 1, x, y).to(features.dtype) / FIRST_GUESS_TIME_SCALE_NS
+            )
+            extras.append(
+                guess.axis_distance.reshape(b, 1, x, y).to(features.dtype) / FIRST_GUESS_DISTANCE_SCALE_M
+            )
         extras = torch.cat(extras, dim=1)  # (B, extra, X, Y)
         if self.spatial_mode == "conv2d":
             # fold time into features: (B, F, X, Y, T') -> (B, F T', X, Y), feature-major
@@ -477,32 +548,65 @@ class TraceConv3D(nn.Module):
             t = t - torch.where(torch.isfinite(reference), reference, zero)
         return torch.where(m, t / self.start_time_scale, zero)
 
+    def first_guess_features(self, guess: FirstGuess) -> torch.Tensor:
+        """The first guess as ``(B, 7)`` features of order one: axis (3), core (km, 2),
+        ln(S1000 / VEM) - 4 and (ln R - its prior mean) / the prior width."""
+        mean, width = self.first_guess.log_radius_prior
+        return torch.cat(
+            [
+                guess.axis,
+                guess.core / FIRST_GUESS_DISTANCE_SCALE_M,
+                (guess.log_s1000 - 4.0)[:, None],
+                ((guess.log_radius - mean) / width)[:, None],
+            ],
+            dim=1,
+        )
+
     def pooled_features(
-        self, traces: torch.Tensor, start_time: torch.Tensor, station_mask: torch.Tensor
+        self,
+        traces: torch.Tensor,
+        start_time: torch.Tensor,
+        station_mask: torch.Tensor,
+        station_position: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The heads' input ``(B, features)``."""
-        x = self.spatial_net(self.station_features(traces, start_time, station_mask))
+        """The heads' input ``(B, features)`` (pooled station features, then the first guess's)."""
+        guess = self.fit_first_guess(traces, start_time, station_mask, station_position)
+        return self._pooled_features(traces, start_time, station_mask, guess)
+
+    def _pooled_features(self, traces, start_time, station_mask, guess: FirstGuess | None) -> torch.Tensor:
+        x = self.spatial_net(self._station_features(traces, start_time, station_mask, guess))
         if self.spatial_mode == "conv3d":
             b, c, nx, ny, t = x.shape
             x = x.permute(0, 1, 4, 2, 3).reshape(b, c * t, nx, ny)
         if self.global_pool == "flatten":
-            return x.flatten(1)
-        mask = station_mask.bool().flatten(1)  # (B, X Y)
-        x = x.flatten(2)  # (B, C, X Y)
-        m = mask[:, None].to(x.dtype)
-        pooled = []
-        if self.global_pool in ("avg", "avgmax"):
-            pooled.append((x * m).sum(dim=-1) / m.sum(dim=-1).clamp(min=1.0))
-        if self.global_pool in ("max", "avgmax"):
-            filled = x.masked_fill(~mask[:, None], float("-inf")).amax(dim=-1)
-            pooled.append(torch.where(mask.any(dim=-1, keepdim=True), filled, torch.zeros_like(filled)))
+            pooled = [x.flatten(1)]
+        else:
+            mask = station_mask.bool().flatten(1)  # (B, X Y)
+            x = x.flatten(2)  # (B, C, X Y)
+            m = mask[:, None].to(x.dtype)
+            pooled = []
+            if self.global_pool in ("avg", "avgmax"):
+                pooled.append((x * m).sum(dim=-1) / m.sum(dim=-1).clamp(min=1.0))
+            if self.global_pool in ("max", "avgmax"):
+                filled = x.masked_fill(~mask[:, None], float("-inf")).amax(dim=-1)
+                pooled.append(torch.where(mask.any(dim=-1, keepdim=True), filled, torch.zeros_like(filled)))
+        if guess is not None:
+            pooled.append(self.first_guess_features(guess).to(x.dtype))
         return torch.cat(pooled, dim=1)
 
     def forward(
-        self, traces: torch.Tensor, start_time: torch.Tensor, station_mask: torch.Tensor
+        self,
+        traces: torch.Tensor,
+        start_time: torch.Tensor,
+        station_mask: torch.Tensor,
+        station_position: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        features = self.pooled_features(traces, start_time, station_mask)
-        return torch.cat([head(features) for head in self.heads.values()], dim=-1)
+        guess = self.fit_first_guess(traces, start_time, station_mask, station_position)
+        features = self._pooled_features(traces, start_time, station_mask, guess)
+        outputs = torch.cat([head(features) for head in self.heads.values()], dim=-1)
+        if guess is not None:
+            outputs = outputs + self.first_guess_skip(self.first_guess_features(guess).to(outputs.dtype))
+        return outputs
 
 
 def _activation(name: str) -> nn.Module:
@@ -510,3 +614,14 @@ def _activation(name: str) -> nn.Module:
         return activation(name)
     except ValueError as exc:
         raise ConfigError(f"activation: {exc}") from None
+
+
+def _first_guess(config) -> ShowerFirstGuess:
+    if not isinstance(config, Mapping):
+        raise ConfigError(
+            f"first_guess must be a mapping of ShowerFirstGuess arguments or null, got {config!r}"
+        )
+    try:
+        return ShowerFirstGuess(**{str(k): v for k, v in config.items()})
+    except TypeError as exc:
+        raise ConfigError(f"first_guess: {exc}") from None
