@@ -67,6 +67,7 @@ from hepnn.errors import ConfigError
 from hepnn.nets.blocks import MLP, activation
 from hepnn.nets.calo_cnn import _bool, _pair, _positive_int
 from hepnn.nets.shower_fit import FirstGuess, ShowerFirstGuess
+from hepnn.utils.standardization import center_and_scale
 
 TRACE_LAYER_KEYS = ("channels", "kernel", "stride", "padding", "dilation", "batch_norm", "pool", "pool_size")
 SPATIAL_LAYER_KEYS = ("channels", "kernel", "batch_norm")
@@ -78,6 +79,8 @@ TIME_POOLS = {"max": nn.MaxPool3d, "avg": nn.AvgPool3d}
 FIRST_GUESS_FEATURES = 7  # axis (3), core (2), ln S1000, ln R: see TraceConv3D._first_guess_features
 FIRST_GUESS_TIME_SCALE_NS = 100.0  # time residuals of the stations enter in units of 100 ns
 FIRST_GUESS_DISTANCE_SCALE_M = 1000.0  # distances from the fitted axis in units of 1000 m
+# outputs of these names start at the first guess (columns of torch.cat([axis, core], dim=1))
+FIRST_GUESS_OUTPUTS = {"axis_x": 0, "axis_y": 1, "axis_z": 2, "core_x": 3, "core_y": 4}
 
 
 @dataclass(frozen=True)
@@ -256,6 +259,11 @@ class TraceConv3D(nn.Module):
     - ``first_guess``: null, or the keyword arguments of
       :class:`~hepnn.nets.shower_fit.ShowerFirstGuess` (``{}`` for its defaults); then
       ``forward`` also takes ``station_position`` ``(B, 2, X, Y)``, the stations' x and y (m).
+    - ``output_names`` and ``output_standardization`` (with ``first_guess``): the name of every
+      output column and ``{name: {center, scale}}`` (the regression task's table). Outputs named
+      ``axis_x``, ``axis_y``, ``axis_z``, ``core_x`` or ``core_y`` start at the first guess,
+      standardised, ``(guess - center) / scale``; the heads (last layers initialised to zero)
+      and the linear term of the first-guess features add the corrections.
 
     ``time_lengths`` holds the time bins after every trace layer and ``features`` the head
     input width, both computed without a forward pass.
@@ -283,6 +291,8 @@ class TraceConv3D(nn.Module):
         start_time_scale: float = 1.0,
         signal_transform: str = "none",
         first_guess: Mapping | None = None,
+        output_names: Sequence[str] | None = None,
+        output_standardization: Mapping | None = None,
     ):
         super().__init__()
         in_channels = _positive_int(in_channels, "in_channels")
@@ -404,13 +414,47 @@ class TraceConv3D(nn.Module):
         )
         self.n_outputs = sum(self.head_sizes.values())
         # the first guess reaches the outputs linearly too: corrections are what the heads learn
-        self.first_guess_skip = (
-            nn.Linear(FIRST_GUESS_FEATURES, self.n_outputs) if self.first_guess is not None else None
-        )
+        self.first_guess_skip = None
+        if self.first_guess is not None:
+            self.first_guess_skip = nn.Linear(FIRST_GUESS_FEATURES, self.n_outputs)
+            self._register_baseline(output_names, output_standardization)
+            for module in [*(head.layers[-1] for head in self.heads.values()), self.first_guess_skip]:
+                nn.init.zeros_(module.weight)  # start at the baseline: the net learns corrections
+                nn.init.zeros_(module.bias)
+        elif output_names is not None or output_standardization is not None:
+            raise ConfigError("output_names and output_standardization are only used with first_guess")
         xs = torch.linspace(-1.0, 1.0, x_size) if x_size > 1 else torch.zeros(1)
         ys = torch.linspace(-1.0, 1.0, y_size) if y_size > 1 else torch.zeros(1)
         grid = torch.stack(torch.meshgrid(xs, ys, indexing="ij"))  # (2, X, Y)
         self.register_buffer("coordinates", grid.unsqueeze(0), persistent=False)
+
+    def _register_baseline(self, names, standardization) -> None:
+        """Buffers ``baseline_weight`` ``(5, K)`` and ``baseline_bias`` ``(K,)``: the standardised
+        first guess of the outputs named in :data:`FIRST_GUESS_OUTPUTS` (zero for the others)."""
+        weight = torch.zeros(len(FIRST_GUESS_OUTPUTS), self.n_outputs)
+        bias = torch.zeros(self.n_outputs)
+        if names is not None:
+            if isinstance(names, str) or not isinstance(names, Sequence) or len(names) != self.n_outputs:
+                raise ConfigError(
+                    f"output_names must list the {self.n_outputs} output columns, got {names!r}"
+                )
+            table = standardization or {}
+            if not isinstance(table, Mapping):
+                raise ConfigError(
+                    f"output_standardization must map names to {{center, scale}}, got {table!r}"
+                )
+            for column, name in enumerate(map(str, names)):
+                if name not in FIRST_GUESS_OUTPUTS:
+                    continue
+                if name not in table:
+                    raise ConfigError(
+                        f"output_standardization has no entry for output {name!r} (it has {sorted(table)})"
+                    )
+                center, scale = center_and_scale(table[name], f"output_standardization.{name}")
+                weight[FIRST_GUESS_OUTPUTS[name], column] = 1.0 / scale
+                bias[column] = -center / scale
+        self.register_buffer("baseline_weight", weight, persistent=False)
+        self.register_buffer("baseline_bias", bias, persistent=False)
 
     @staticmethod
     def _head_sizes(n_outputs, heads) -> dict[str, int]:
@@ -605,7 +649,9 @@ class TraceConv3D(nn.Module):
         features = self._pooled_features(traces, start_time, station_mask, guess)
         outputs = torch.cat([head(features) for head in self.heads.values()], dim=-1)
         if guess is not None:
-            outputs = outputs + self.first_guess_skip(self.first_guess_features(guess).to(outputs.dtype))
+            baseline = torch.cat([guess.axis, guess.core], dim=1).to(outputs.dtype) @ self.baseline_weight
+            correction = self.first_guess_skip(self.first_guess_features(guess).to(outputs.dtype))
+            outputs = outputs + baseline + self.baseline_bias + correction
         return outputs
 
 

@@ -41,6 +41,7 @@ from hepnn.errors import ConfigError
 from hepnn.nets.blocks import count_parameters
 from hepnn.tasks.batch_stats import log_replaced_values
 from hepnn.tasks.common import gather_rows, net_arguments, optimizers
+from hepnn.utils.standardization import center_and_scale, finite_number
 
 LOSSES = ("mse", "huber")
 
@@ -152,21 +153,9 @@ class RegressionTask(L.LightningModule):
             key = f"model.standardization.{name}"
             if name not in self.targets:
                 continue
-            if isinstance(entry, Mapping):
-                unknown = sorted(set(map(str, entry)) - {"center", "scale"})
-                if unknown:
-                    raise ConfigError(f"{key}: unknown key(s) {unknown}; give center and scale")
-                c, s = entry.get("center", 0.0), entry.get("scale", 1.0)
-            elif isinstance(entry, Sequence) and not isinstance(entry, str) and len(entry) == 2:
-                c, s = entry
-            else:
-                raise ConfigError(f"{key} must be {{center: c, scale: s}} or [c, s], got {entry!r}")
-            if not _finite_number(c):
-                raise ConfigError(f"{key}.center must be a finite number, got {c!r}")
-            if not (_finite_number(s) and s > 0):
-                raise ConfigError(f"{key}.scale must be a positive finite number, got {s!r}")
+            c, s = center_and_scale(entry, key)
             k = self.targets.index(name)
-            center[k], scale[k] = float(c), float(s)
+            center[k], scale[k] = c, s
         return center, scale
 
     def _loss_weights(self, values) -> list[float]:
@@ -176,7 +165,7 @@ class RegressionTask(L.LightningModule):
                 raise ConfigError(
                     f"model.loss_weights.{name}: {name!r} is not one of model.targets {self.targets}"
                 )
-            if not (_finite_number(weight) and weight >= 0):
+            if not (finite_number(weight) and weight >= 0):
                 raise ConfigError(f"model.loss_weights.{name} must be a non-negative number, got {weight!r}")
             weights[self.targets.index(name)] = float(weight)
         if sum(weights) <= 0:
@@ -370,7 +359,3 @@ class RegressionTask(L.LightningModule):
         return optimizers(
             self.parameters(), self.optimizer_factory, self.scheduler_factory, self.scheduler_interval
         )
-
-
-def _finite_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
