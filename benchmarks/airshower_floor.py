@@ -13,11 +13,13 @@ signal). A second fit adds the stations' start times: the curved front of the si
 particle's arrival in the middle of its 25 ns bin, weighted with the simulation's jitter plus
 the bin's quantisation. The axis is fitted likewise to the start times with the true core and
 curvature, and, as a reconstruction that knows nothing, with a plane front. Knowing the axis and
-the shower's composition makes these fits better
-than any real reconstruction: their resolution is a floor set by the fluctuations, to compare with the
+the shower's composition makes these fits better than any real reconstruction: their resolution
+is a floor set by the fluctuations, to compare with the analytic first guess that the network
+starts from (:mod:`hepnn.nets.shower_fit`, which knows nothing of the truth) and with the
 network's (``--predictions``: a test predictions file with ``pred_core_x/y``, ``true_core_x/y``,
-``zenith``, ``true_log10_energy``). The table gives 68 % quantiles of the distance between the
-fitted and true cores (m) in bands of zenith angle and energy.
+``zenith``, ``true_log10_energy``). The tables give 68 % quantiles of the distance between the
+fitted and true cores (m) and of the angle between the fitted and true axes (deg), in bands of
+zenith angle and energy.
 
 The fit is a grid search (41 x 41 points, 15 m apart around the true core, then 41 x 41 points
 1 m apart around the best), vectorised over the grid; the signal scale has a closed form.
@@ -207,6 +209,29 @@ def plane_fit_axis(ev: dict, k: int, cfg) -> np.ndarray:
     return np.array([u, v, math.sqrt(1.0 - s2)])
 
 
+def first_guess(ev: dict):
+    """The first guess of ``conf/model/trace3d.yaml`` for all events (numpy arrays)."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from hepnn.nets.shower_fit import ShowerFirstGuess
+    from hepnn.utils.config import config_dir, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=airshower_3dconv"])
+    settings = {k: v for k, v in cfg.model.net.first_guess.items()}
+    columns = {
+        k: torch.from_numpy(np.asarray(ev[k])) for k in ("station_start_time", "station_x", "station_y")
+    }
+    signal = torch.from_numpy(np.asarray(ev["traces"])).sum(dim=-1)
+    mask = torch.from_numpy(np.asarray(ev["station_triggered"])).bool()
+    fitted = ShowerFirstGuess(**settings)(
+        signal, columns["station_start_time"], columns["station_x"], columns["station_y"], mask
+    )
+    return type(fitted)(*(v.numpy() for v in fitted))
+
+
 def bands(values: np.ndarray, distance: np.ndarray, edges: list[float], label: str) -> list[str]:
     rows = []
     for lo, hi in itertools.pairwise(edges):
@@ -241,6 +266,19 @@ def main() -> None:
     planes = np.array([plane_fit_axis(ev, k, cfg) for k in range(n)])
     plane_angle = np.degrees(np.arccos(np.clip((planes * truth).sum(axis=1), -1.0, 1.0)))
     angles["plane front fitted to the start times, nothing known"] = (plane_angle, zenith, ev["log10_energy"])
+    guess = first_guess(ev)
+    guess_core = np.hypot(guess.core[:, 0] - ev["core_x"], guess.core[:, 1] - ev["core_y"])
+    tables["analytic first guess of the net (hepnn.nets.shower_fit), nothing known"] = (
+        guess_core,
+        zenith,
+        ev["log10_energy"],
+    )
+    guess_angle = np.degrees(np.arccos(np.clip((guess.axis * truth).sum(axis=1), -1.0, 1.0)))
+    angles["analytic first guess of the net (hepnn.nets.shower_fit), nothing known"] = (
+        guess_angle,
+        zenith,
+        ev["log10_energy"],
+    )
     if args.predictions:
         p = uproot.open(args.predictions)["predictions"].arrays(library="np")
         net = np.hypot(p["pred_core_x"] - p["true_core_x"], p["pred_core_y"] - p["true_core_y"])

@@ -202,10 +202,14 @@ def test_preset():
     assert task.targets == TARGETS
     assert task.axis_targets == ["axis_x", "axis_y", "axis_z"] and task.energy_target == "log10_energy"
     assert 200_000 <= count_parameters(task.net) <= 400_000, count_parameters(task.net)
+    assert task.net.first_guess is not None  # axis and core start at the analytic first guess
     traces, start_time, mask = events(b=2, grid=(9, 9), t=80)
+    steps = (torch.arange(9, dtype=torch.float32) - 4) * 1500.0
+    position = torch.stack(torch.meshgrid(steps, steps, indexing="ij")).expand(2, -1, -1, -1)
+    batch = {"traces": traces, "start_time": start_time, "station_mask": mask, "station_position": position}
     with torch.no_grad():
-        out = task.eval()({"traces": traces, "start_time": start_time, "station_mask": mask})
-    assert out.shape == (2, 7)
+        out = task.eval()(batch)
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
     torch.testing.assert_close(task.target_center[1], torch.tensor(750.0))
 
 

@@ -210,7 +210,11 @@ class ShowerFirstGuess(nn.Module):
 
     def _fit(self, signal, start_time, x, y, mask) -> FirstGuess:
         on = mask.to(signal.dtype)
-        signal = torch.where(mask, signal, torch.zeros_like(signal)).clamp(min=0.0)
+        # untriggered stations: whatever they hold (NaN included) becomes zero with zero weight
+        signal, start_time, x, y = (
+            torch.where(mask, v, torch.zeros_like(v)) for v in (signal, start_time, x, y)
+        )
+        signal = signal.clamp(min=0.0)
         # centre positions and times per event on the triggered stations (precision)
         count = on.sum(dim=1, keepdim=True).clamp(min=1.0)
         origin_x = (x * on).sum(dim=1, keepdim=True) / count
