@@ -110,18 +110,38 @@ def shapes_and_variances(ev: dict, k: int, core: np.ndarray, cfg) -> tuple[np.nd
     return mu + em, (mu, em, per_muon)
 
 
-def fit_core(ev: dict, k: int, cfg, timing: bool) -> np.ndarray:
-    """The fitted core (x, y) of event ``k`` (m), from the signals and, with ``timing``, the start times."""
-    on = ev["station_triggered"][k].astype(bool)
-    signals = ev["traces"][k].reshape(len(on), -1)[on].sum(axis=1)
+def signal_weights(ev: dict, k: int, cfg) -> np.ndarray:
+    """Inverse variances of the total signals of event ``k``'s triggered stations at the truth
+    (compound-Poisson muons, Gamma-distributed electromagnetic signal)."""
     truth = np.array([[ev["core_x"][k], ev["core_y"][k]]], dtype=float)
     _, (mu, em, per_muon) = shapes_and_variances(ev, k, truth, cfg)
-    s1000 = float(ev["s1000"][k])
     spread = cfg.muons["track_spread"]
-    variance = s1000 * (mu[0] * per_muon * (1 + spread**2) + em[0] * cfg.signal["em_quantum"]) + 1e-3
-    weight = 1.0 / variance
+    variance = float(ev["s1000"][k]) * (mu[0] * per_muon * (1 + spread**2) + em[0] * cfg.signal["em_quantum"])
+    return 1.0 / (variance + 1e-3)
+
+
+def station_signals(ev: dict, k: int) -> np.ndarray:
+    """Total signals (VEM) of event ``k``'s triggered stations."""
+    on = ev["station_triggered"][k].astype(bool)
+    return ev["traces"][k].reshape(len(on), -1)[on].sum(axis=1)
+
+
+def fit_energy(ev: dict, k: int, cfg) -> float:
+    """E_fit / E_true of event ``k``: S1000 fitted to the signals with everything else true (core,
+    axis, muon fraction, LDF slopes), turned into energy with the simulation's calibration
+    (E proportional to S1000^B at fixed zenith; in the toy S1000 depends on nothing else)."""
+    truth = np.array([[ev["core_x"][k], ev["core_y"][k]]], dtype=float)
+    g, _ = shapes_and_variances(ev, k, truth, cfg)
+    weight, signals = signal_weights(ev, k, cfg), station_signals(ev, k)
+    scale = (weight * signals * g[0]).sum() / (weight * g[0] * g[0]).sum()
+    return float((scale / ev["s1000"][k]) ** cfg.signal["energy_exponent"])
+
+
+def fit_core(ev: dict, k: int, cfg, timing: bool) -> np.ndarray:
+    """The fitted core (x, y) of event ``k`` (m), from the signals and, with ``timing``, the start times."""
+    signals, weight = station_signals(ev, k), signal_weights(ev, k, cfg)
     times = front_model(ev, k, cfg) if timing else None
-    best = truth[0]
+    best = np.array([ev["core_x"][k], ev["core_y"][k]], dtype=float)
     for step in (15.0, 1.0):
         offsets = np.arange(-20, 21) * step
         grid = best + np.stack(np.meshgrid(offsets, offsets, indexing="ij"), axis=-1).reshape(-1, 2)
@@ -232,12 +252,24 @@ def first_guess(ev: dict):
     return type(fitted)(*(v.numpy() for v in fitted))
 
 
-def bands(values: np.ndarray, distance: np.ndarray, edges: list[float], label: str) -> list[str]:
+def containment(values: np.ndarray) -> float:
+    """68 % quantile of non-negative values (distances, angles)."""
+    return float(np.quantile(values, 0.68))
+
+
+def half_width(values: np.ndarray) -> float:
+    """Half the central 68 % interval (the resolution of signed errors, e.g. dE/E)."""
+    return float(np.quantile(values, 0.84) - np.quantile(values, 0.16)) / 2
+
+
+def bands(
+    values: np.ndarray, errors: np.ndarray, edges: list[float], label: str, figure=containment
+) -> list[str]:
     rows = []
     for lo, hi in itertools.pairwise(edges):
         selected = (values >= lo) & (values < hi)
         if selected.any():
-            rows.append(f"{label} {lo:g}-{hi:g}: {np.quantile(distance[selected], 0.68):.2f}")
+            rows.append(f"{label} {lo:g}-{hi:g}: {figure(errors[selected]):.3g}")
     return rows
 
 
@@ -266,6 +298,8 @@ def main() -> None:
     planes = np.array([plane_fit_axis(ev, k, cfg) for k in range(n)])
     plane_angle = np.degrees(np.arccos(np.clip((planes * truth).sum(axis=1), -1.0, 1.0)))
     angles["plane front fitted to the start times, nothing known"] = (plane_angle, zenith, ev["log10_energy"])
+    energy = np.array([fit_energy(ev, k, cfg) for k in range(n)]) - 1.0
+    energies = {"fit of the signals, true core, axis and composition": (energy, zenith, ev["log10_energy"])}
     guess = first_guess(ev)
     guess_core = np.hypot(guess.core[:, 0] - ev["core_x"], guess.core[:, 1] - ev["core_y"])
     tables["analytic first guess of the net (hepnn.nets.shower_fit), nothing known"] = (
@@ -288,14 +322,23 @@ def main() -> None:
         true_axes = np.stack([p["true_axis_x"], p["true_axis_y"], p["true_axis_z"]], axis=1)
         net_angle = np.degrees(np.arccos(np.clip((predicted * true_axes).sum(axis=1), -1.0, 1.0)))
         angles["network (test predictions)"] = (net_angle, np.degrees(p["zenith"]), p["true_log10_energy"])
-    for title, unit, table in (("core resolution", "m", tables), ("angular resolution", "deg", angles)):
-        print(
-            f"\n{title}, 68 % quantile of the distance between fitted and true ({unit}); {n} showers fitted"
-        )
+        net_energy = 10.0 ** (p["pred_log10_energy"] - p["true_log10_energy"]) - 1.0
+        energies["network (test predictions)"] = (net_energy, np.degrees(p["zenith"]), p["true_log10_energy"])
+    for title, what, table, figure in (
+        ("core resolution", "68 % quantile of the distance between fitted and true (m)", tables, containment),
+        (
+            "angular resolution",
+            "68 % quantile of the angle between fitted and true (deg)",
+            angles,
+            containment,
+        ),
+        ("energy resolution", "half the central 68 % interval of dE/E", energies, half_width),
+    ):
+        print(f"\n{title}, {what}; {n} showers fitted")
         for name, (d, z, e) in table.items():
-            print(f"\n{name}: all {np.quantile(d, 0.68):.2f} (median {np.median(d):.2f}, {len(d)} events)")
-            print("  " + "; ".join(bands(z, d, [0, 20, 40, 50, 61], "zenith")))
-            print("  " + "; ".join(bands(e, d, [18.5, 18.9, 19.3, 19.7, 20.01], "lgE")))
+            print(f"\n{name}: all {figure(d):.3g} (median {np.median(d):.3g}, {len(d)} events)")
+            print("  " + "; ".join(bands(z, d, [0, 20, 40, 50, 61], "zenith", figure)))
+            print("  " + "; ".join(bands(e, d, [18.5, 18.9, 19.3, 19.7, 20.01], "lgE", figure)))
 
 
 if __name__ == "__main__":
