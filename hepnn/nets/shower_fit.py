@@ -22,9 +22,10 @@ and a network in the Auger deep-learning analyses):
    r / 1000 m)^2 + bin_width^2 / 12)``.
 4. Steps 2 and 3 once more, starting from the results of the first pass.
 
-Units: metres (m), nanoseconds (ns), VEM for signals. Station arrival times are the trace start
-times plus ``first_particle_delay_ns`` (where in its trace the first particle arrives: for the
-toy simulation of :mod:`hepnn.sim.airshower`, 8 pre-trigger bins of 25 ns plus half a bin).
+Units: metres (m), nanoseconds (ns), VEM for signals. The trace start times stand for the
+arrival times: where in its trace the first particles arrive is the same for every station (for
+the toy simulation of :mod:`hepnn.sim.airshower`, 8 pre-trigger bins of 25 ns plus up to one
+bin), a constant that every fit's free time offset absorbs.
 
 The fits have no trainable parameters and never need gradients (their inputs are data); they
 run in float64 with coordinates and times centred per event, and small linear
@@ -131,7 +132,7 @@ class ShowerFirstGuess(nn.Module):
     """Fit the front timing and the lateral distribution of every event (see the module docstring).
 
     Parameters (physics of the detector and the showers; defaults for :mod:`hepnn.sim.airshower`):
-    ``first_particle_delay_ns`` (212.5), ``bin_width_ns`` (25), ``jitter_ns`` (10) and
+    ``bin_width_ns`` (25), ``jitter_ns`` (10) and
     ``jitter_1000_ns`` (20, added in quadrature per 1000 m from the axis), ``radius_m`` (12000:
     prior radius of curvature of the front) and ``radius_log_width`` (0.3), ``ldf_slope`` (-2.3)
     and ``ldf_slope_sec`` (0.5, change per unit of sec(theta) - 1), ``ldf_scale_m`` (700),
@@ -141,7 +142,6 @@ class ShowerFirstGuess(nn.Module):
 
     def __init__(
         self,
-        first_particle_delay_ns: float = 212.5,
         bin_width_ns: float = 25.0,
         jitter_ns: float = 10.0,
         jitter_1000_ns: float = 20.0,
@@ -156,30 +156,27 @@ class ShowerFirstGuess(nn.Module):
         front_steps: int = 6,
     ):
         super().__init__()
-        numbers = {
-            "first_particle_delay_ns": (first_particle_delay_ns, False),
-            "bin_width_ns": (bin_width_ns, True),
-            "jitter_ns": (jitter_ns, True),
-            "jitter_1000_ns": (jitter_1000_ns, False),
-            "radius_m": (radius_m, True),
-            "radius_log_width": (radius_log_width, True),
-            "ldf_slope": (ldf_slope, False),
-            "ldf_slope_sec": (ldf_slope_sec, False),
-            "ldf_scale_m": (ldf_scale_m, True),
-            "ldf_min_distance_m": (ldf_min_distance_m, True),
-            "signal_relative_error": (signal_relative_error, True),
+        numbers = {  # value, the smallest allowed (None: any) and whether it is allowed itself
+            "bin_width_ns": (bin_width_ns, 0.0, False),
+            "jitter_ns": (jitter_ns, 0.0, False),
+            "jitter_1000_ns": (jitter_1000_ns, 0.0, True),
+            "radius_m": (radius_m, 0.0, False),
+            "radius_log_width": (radius_log_width, 0.0, False),
+            "ldf_slope": (ldf_slope, None, True),
+            "ldf_slope_sec": (ldf_slope_sec, None, True),
+            "ldf_scale_m": (ldf_scale_m, 0.0, False),
+            "ldf_min_distance_m": (ldf_min_distance_m, 0.0, False),
+            "signal_relative_error": (signal_relative_error, 0.0, False),
         }
-        for key, (value, positive) in numbers.items():
+        for key, (value, lowest, allowed) in numbers.items():
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise ConfigError(f"first_guess.{key} must be a number, got {value!r}")
-            if positive and value <= 0:
-                raise ConfigError(f"first_guess.{key} must be positive, got {value!r}")
-            if not positive and key != "ldf_slope" and key != "ldf_slope_sec" and value < 0:
-                raise ConfigError(f"first_guess.{key} must not be negative, got {value!r}")
+            if lowest is not None and (value < lowest or (value == lowest and not allowed)):
+                what = "must not be negative" if allowed else "must be positive"
+                raise ConfigError(f"first_guess.{key} {what}, got {value!r}")
         for key, value in (("ldf_steps", ldf_steps), ("front_steps", front_steps)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"first_guess.{key} must be a positive integer, got {value!r}")
-        self.first_particle_delay_ns = float(first_particle_delay_ns)
         self.timing_variance = (
             float(jitter_ns) ** 2,
             float(jitter_1000_ns) ** 2,
