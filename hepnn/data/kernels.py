@@ -9,25 +9,23 @@ from __future__ import annotations
 
 import numba
 
-INTERLEAVE_SIGNATURE = "int64(float32[:, ::1], float32[:, ::1])"
+INTERLEAVE_SIGNATURE = "int64(float32[::1], float32[:, ::1], int64)"
 
 
 @numba.njit(INTERLEAVE_SIGNATURE, cache=True, nogil=True)
-def interleave(columns, out):
-    """Copy ``columns`` ``(C, n)`` into ``out`` ``(n, C)``; returns how many values are NaN or inf.
+def interleave_column(column, out, c):
+    """Copy ``column`` ``(n,)`` into column ``c`` of ``out`` ``(n, C)``; returns how many values
+    are NaN or inf.
 
-    Channel by channel: contiguous reads, strided writes (about 0.55 ns per value, against
-    0.7-1.4 ns element by element).
+    Called once per feature straight on the computed arrays: no ``(C, n)`` stack is built first
+    (that extra pass, and touching its fresh pages, cost as much as the copy itself).
     """
-    n_channels, n = columns.shape
     bad = 0
-    for c in range(n_channels):
-        source = columns[c]
-        for i in range(n):
-            x = source[i]
-            if not (x - x == 0.0):  # NaN and inf both fail
-                bad += 1
-            out[i, c] = x
+    for i in range(column.shape[0]):
+        x = column[i]
+        if not (x - x == 0.0):  # NaN and inf both fail
+            bad += 1
+        out[i, c] = x
     return bad
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from hepnn.data.expressions import ExpressionError, VariableResolver
 from hepnn.data.jagged import FlatJagged, as_awkward
-from hepnn.data.kernels import interleave
+from hepnn.data.kernels import interleave_column
 from hepnn.data.spec import DataSpec, InputGroup
 from hepnn.errors import InputError
 
@@ -175,16 +175,18 @@ def build_jagged_group(
         elif not np.array_equal(counts, these_counts):
             first = group.order.by if group.order and not columns else group.features[0].name
             raise DataValueError(f"{fwhere}: list lengths differ from those of '{first}' in the same group")
-        columns.append(flat.astype(np.float32, copy=False))
+        columns.append(np.ascontiguousarray(flat, dtype=np.float32))
         names.append(fwhere)
-    stacked = np.stack(columns)
     # (elements, C): the features of one element side by side
-    values = np.empty((stacked.shape[1], stacked.shape[0]), dtype=np.float32)
-    if interleave(stacked, values):
+    values = np.empty((len(columns[0]), len(columns)), dtype=np.float32)
+    bad = [interleave_column(column, values, c) for c, column in enumerate(columns)]
+    if any(bad):
         rows_of = np.repeat(np.arange(len(counts)), counts)
         for c, fwhere in enumerate(names):
-            stacked[c] = nonfinite(stacked[c], rows_of, fwhere)  # raises, or replaces and counts
-        interleave(stacked, values)
+            if bad[c]:  # raises, or replaces and counts
+                interleave_column(
+                    np.ascontiguousarray(nonfinite(columns[c], rows_of, fwhere), np.float32), values, c
+                )
     if permutation is not None:
         values = values[permutation]
     if group.on_empty == "error":
