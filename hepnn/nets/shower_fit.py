@@ -101,7 +101,7 @@ def solve_normal_equations(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Ten
     return torch.stack(solution, dim=1) * scale
 
 
-def weighted_least_squares_step(
+def normal_equations(
     jacobian: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, prior: torch.Tensor
 ) -> torch.Tensor:
     """The normal equations ``(J^T W J + P, J^T W r)`` of a Gauss-Newton step, for ``jacobian``
@@ -241,9 +241,7 @@ class ShowerFirstGuess(nn.Module):
         """Axis ``(B, 3)`` of the plane ``ct = c t_0 - u x - v y`` fitted to the centred ``ct`` (m)."""
         weight = signal.clamp(max=100.0).sqrt() * on
         jacobian = torch.stack([torch.ones_like(x), -x, -y], dim=-1)
-        matrix, rhs = weighted_least_squares_step(
-            jacobian, ct, weight, torch.zeros(3, dtype=ct.dtype, device=ct.device)
-        )
+        matrix, rhs = normal_equations(jacobian, ct, weight, torch.zeros(3, dtype=ct.dtype, device=ct.device))
         solution = solve_normal_equations(matrix, rhs)
         return axis_from_horizontal(*clamp_horizontal(solution[:, 1], solution[:, 2]))
 
@@ -270,7 +268,7 @@ class ShowerFirstGuess(nn.Module):
             dr_dx = -(px - along * axis[:, :1]) / r
             dr_dy = -(py - along * axis[:, 1:2]) / r
             jacobian = torch.stack([torch.ones_like(r), slope_r * dr_dx, slope_r * dr_dy], dim=-1)
-            matrix, rhs = weighted_least_squares_step(jacobian, residual, weight, prior)
+            matrix, rhs = normal_equations(jacobian, residual, weight, prior)
             step = solve_normal_equations(matrix, rhs)
             log_s1000 = log_s1000 + step[:, 0]
             core_x = core_x + step[:, 1].clamp(-MAX_CORE_STEP_M, MAX_CORE_STEP_M)
@@ -313,7 +311,7 @@ class ShowerFirstGuess(nn.Module):
                 ],
                 dim=-1,
             )
-            matrix, rhs = weighted_least_squares_step(jacobian, residual, weight, prior)
+            matrix, rhs = normal_equations(jacobian, residual, weight, prior)
             rhs = rhs - torch.stack(
                 [
                     torch.zeros_like(u),
