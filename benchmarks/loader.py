@@ -1,6 +1,6 @@
 """Loader speed: jets/s from ROOT files to ready batches, side by side with a plain uproot read.
 
-    python benchmarks/loader.py [--files 4] [--jets-per-file 50000] [--workers 1,2]
+    python benchmarks/loader.py [--files 4] [--jets-per-file 50000] [--workers 1,2] [--read-ahead 0,1]
 
 The input: the default top-tagging sample (generated first if missing) re-written as
 ``--files`` TTrees of ``--jets-per-file`` jets each (the sample's jets repeated in a seeded
@@ -16,6 +16,9 @@ Every row reads all of them once, after one untimed pass that puts the files in 
   pad/clip to 128, standardise, shuffle, and deliver batches of 512 torch tensors from the
   DataLoader workers (worker start-up included; workers hand batches over in shared memory).
 - ``hepnn cached``: a later epoch with the preprocessed-array cache filled by the first one.
+
+The hepnn rows come for each number of workers and each ``--read-ahead`` depth (chunks read and
+preprocessed ahead by a background thread of each worker, or of this process without workers).
 
 Ratios are to the ``uproot.iterate`` row of the same run.
 """
@@ -107,6 +110,7 @@ def main() -> None:
     parser.add_argument("--basket", type=int, default=5_000)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--read-ahead", default="0,1", help="read-ahead depths to compare")
     parser.add_argument("--repeat", type=int, default=2, help="timed passes per row; the best is kept")
     args = parser.parse_args()
 
@@ -134,8 +138,10 @@ def main() -> None:
         tempfile.mkdtemp(prefix="hepnn-bench-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
     )
     workers_list = [int(w) for w in args.workers.split(",")]
+    depths = [int(d) for d in args.read_ahead.split(",")]
+    settings = [(w, d) for w in workers_list for d in depths]
 
-    def dataset(workers: int, cache_dir=None) -> ChunkedRootDataset:
+    def dataset(workers: int, read_ahead: int, cache_dir=None) -> ChunkedRootDataset:
         return ChunkedRootDataset(
             spec,
             chunks,
@@ -145,36 +151,38 @@ def main() -> None:
             buffer_size=cfg["buffer_size"],
             num_workers=workers,
             cache_dir=cache_dir,
+            read_ahead=read_ahead,
         )
 
     try:
-        for workers in workers_list:
-            cold = dataset(workers)
+        for workers, depth in settings:
+            cold = dataset(workers, depth)
             best = min((time_loader(cold, workers, e) for e in range(args.repeat)), key=lambda r: r[1])
-            rows.append(("hepnn cold", str(workers), best))
-        for workers in workers_list:
-            cached = dataset(workers, cache_root / f"w{workers}")
+            rows.append(("hepnn cold", f"{workers} / {depth}", best))
+        for workers, depth in settings:
+            cached = dataset(workers, depth, cache_root / f"w{workers}_d{depth}")
             time_loader(cached, workers, 0)  # the first epoch fills the cache
             best = min(
                 (time_loader(cached, workers, e) for e in range(1, args.repeat + 1)), key=lambda r: r[1]
             )
-            rows.append(("hepnn cached (/dev/shm)", str(workers), best))
+            rows.append(("hepnn cached (/dev/shm)", f"{workers} / {depth}", best))
     finally:
         shutil.rmtree(cache_root, ignore_errors=True)
 
     limit = rows[0][2][0] / rows[0][2][1]
     print(
-        f"\n{'reader':<24} {'workers':>7} {'jets':>8} {'seconds':>8} {'jets/s':>10} {'/limit':>7}"
+        f"\n{'reader':<24} {'workers / ahead':>15} {'jets':>8} {'seconds':>8} {'jets/s':>10} {'/limit':>7}"
         f" {'1st batch s':>11} {'jets/s after':>12}"
     )
     for name, workers, (n, seconds, first) in rows:
         rate = n / seconds
         after = n / (seconds - first)
         print(
-            f"{name:<24} {workers:>7} {n:>8} {seconds:>8.2f} {rate:>10.0f} {rate / limit:>7.2f}"
+            f"{name:<24} {workers:>15} {n:>8} {seconds:>8.2f} {rate:>10.0f} {rate / limit:>7.2f}"
             f" {first:>11.2f} {after:>12.0f}"
         )
-    print("\njets/s after: from the first batch on (excludes worker start-up and the first chunk)")
+    print("\nworkers / ahead: DataLoader workers / chunks read ahead by a background thread of each")
+    print("jets/s after: from the first batch on (excludes worker start-up and the first chunk)")
 
 
 if __name__ == "__main__":

@@ -571,3 +571,22 @@ def test_workers_and_their_helpers_ignore_the_batch_systems_signals(event_files)
     assert words[1] == words[3] and int(words[1]) > 4, result.stdout
     assert words[5] == f"[{int(signal.SIGUSR2)}]", result.stdout  # once, in the training process
     assert "died unexpectedly" not in result.stderr, result.stderr[-3000:]
+
+
+def test_reading_ahead_gives_the_same_batches(event_files):
+    """A background thread reading chunks ahead changes nothing in what the epochs deliver."""
+    epochs = {}
+    for read_ahead in (0, 3):
+        dm = RootDataModule(**event_config(f"{event_files}/*.root", read_ahead=read_ahead, chunk_size=50))
+        dm.setup()
+        assert dm.datasets["train"].read_ahead == read_ahead
+        epochs[read_ahead] = []
+        for epoch in range(2):
+            dm.datasets["train"].set_epoch(epoch)
+            epochs[read_ahead] += all_batches(dm, "train") + all_batches(dm, "val")
+    assert len(epochs[0]) == len(epochs[3]) > 10
+    for a, b in zip(epochs[0], epochs[3], strict=True):
+        for key in ("jets", "jet_mask", "event", "label", "entry", "file_index", "targets", "weight"):
+            np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+    with pytest.raises(ConfigError, match="data.read_ahead must be a non-negative integer"):
+        RootDataModule(**event_config(f"{event_files}/*.root", read_ahead=-1)).setup()

@@ -79,6 +79,7 @@ class RootDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         chunk_size: int = 10_000,
         buffer_size: int = 8192,
+        read_ahead: int = 1,
         num_workers: int = 0,
         pin_memory: bool = False,
         seed: int = 0,
@@ -96,6 +97,7 @@ class RootDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.chunk_size = chunk_size
         self.buffer_size = buffer_size
+        self.read_ahead = read_ahead
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.seed = seed
@@ -215,6 +217,7 @@ class RootDataModule(L.LightningDataModule):
                 augment=split == "train",
                 seed=self.seed,
                 buffer_size=self.buffer_size,
+                read_ahead=self.read_ahead,
                 num_workers=self.num_workers,
                 counts=counts,
                 cache_dir=self.chunk_cache_dir,

@@ -10,9 +10,11 @@ ready batches (:mod:`hepnn.data.batching`; use the DataLoader with ``batch_size=
 The shuffle buffer is a reservoir of entry indices: once it holds more than ``buffer_size``
 entries, batches are drawn at random from all of it and the rest stays, so late batches mix
 entries of all chunks read so far, not only of the last ones. Memory is bounded by
-``buffer_size + 2 chunk_size`` entries per worker (in the compact jagged form), independent of
-the dataset size. With a chunk cache (:mod:`hepnn.data.cache`), later epochs load preprocessed
-chunks instead of reading ROOT.
+``buffer_size + (2 + read_ahead) chunk_size`` entries per worker (in the compact jagged form),
+independent of the dataset size. With ``read_ahead`` > 0, a background thread reads and
+preprocesses the next pieces while batches are built (:mod:`hepnn.data.readahead`). With a
+chunk cache (:mod:`hepnn.data.cache`), later epochs load preprocessed chunks instead of reading
+ROOT.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from hepnn.data.batching import BatchBuilder, nest_observers
 from hepnn.data.cache import ChunkCache
 from hepnn.data.handoff import BatchHandoff
 from hepnn.data.preprocess import ChunkData, preprocess_chunk
+from hepnn.data.readahead import ReadAhead
 from hepnn.data.sharding import Piece, batch_plan, batches_before, deal
 from hepnn.data.source import Chunk, DataInputError, open_tree, read_entries
 from hepnn.data.spec import DataSpec
@@ -57,6 +60,7 @@ class ChunkedRootDataset(IterableDataset):
 
     ``counts[i]`` is the number of entries of ``chunks[i]`` that pass the selection.
     ``num_workers`` must equal the DataLoader's (it fixes how entries are dealt and the length).
+    ``read_ahead``: pieces read ahead by a background thread of each worker (0: none).
     Call :meth:`set_epoch` before each epoch to change the shuffling.
     """
 
@@ -73,6 +77,7 @@ class ChunkedRootDataset(IterableDataset):
         counts: Sequence[int] | None = None,
         cache_dir=None,
         augment: bool = False,
+        read_ahead: int = 1,
     ):
         super().__init__()
         if batch_size < 1:
@@ -88,6 +93,9 @@ class ChunkedRootDataset(IterableDataset):
         self.seed = seed
         self.buffer_size = max(buffer_size, 0) if shuffle else 0
         self.num_workers = num_workers
+        if isinstance(read_ahead, bool) or not isinstance(read_ahead, int) or read_ahead < 0:
+            raise ConfigError(f"data.read_ahead must be a non-negative integer, got {read_ahead!r}")
+        self.read_ahead = read_ahead
         self.cache = ChunkCache(cache_dir) if cache_dir else None
         self.epoch = 0
         # batches of this epoch already trained on by this rank (resuming an interrupted epoch)
@@ -202,8 +210,12 @@ class ChunkedRootDataset(IterableDataset):
 
         The first ``skip`` batches are drawn but not built (resuming an interrupted epoch): the
         shuffling is the same as in an uninterrupted epoch, and a piece is read only when a built
-        batch needs one of its entries.
+        batch needs one of its entries (then the ``read_ahead`` pieces after it are read ahead).
         """
+        with ReadAhead(self.load, pieces, self.read_ahead) as reader:
+            yield from self._drawn_batches(reader, pieces, sizes, rank, worker, skip)
+
+    def _drawn_batches(self, reader: ReadAhead, pieces: list[Piece], sizes: list[int], rank, worker, skip):
         builder = BatchBuilder(self.spec)
         rng = np.random.default_rng([self.seed, self.epoch, rank, worker])
         stores: dict[int, ChunkData | Piece] = {}  # a Piece until a built batch needs its entries
@@ -225,7 +237,7 @@ class ChunkedRootDataset(IterableDataset):
                 if self.augment
                 else None
             )
-            return self._build(builder, self._loaded(stores, ids), ids, rows, augment)
+            return self._build(builder, self._loaded(stores, ids, reader), ids, rows, augment)
 
         for store_id, piece in enumerate(pieces):
             stores[store_id] = piece
@@ -247,11 +259,12 @@ class ChunkedRootDataset(IterableDataset):
         if len(live_row):
             raise AssertionError(f"{len(live_row)} entries left after the planned batches")
 
-    def _loaded(self, stores: dict, store_ids: np.ndarray) -> dict:
-        """``stores`` with the pieces that ``store_ids`` refers to read and preprocessed."""
+    def _loaded(self, stores: dict, store_ids: np.ndarray, reader: ReadAhead) -> dict:
+        """``stores`` with the pieces that ``store_ids`` refers to read and preprocessed (a store's
+        id is its piece's index in this worker's list)."""
         for store_id in np.unique(store_ids).tolist():
             if isinstance(stores[store_id], Piece):
-                stores[store_id] = self.load(stores[store_id])
+                stores[store_id] = reader.get(store_id)
         return stores
 
     def _build(self, builder: BatchBuilder, stores: dict, store_ids: np.ndarray, rows: np.ndarray, augment):
