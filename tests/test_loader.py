@@ -588,5 +588,5 @@ def test_reading_ahead_gives_the_same_batches(event_files):
     for a, b in zip(epochs[0], epochs[3], strict=True):
         for key in ("jets", "jet_mask", "event", "label", "entry", "file_index", "targets", "weight"):
             np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
-    with pytest.raises(ConfigError, match="data.read_ahead must be a non-negative integer"):
+    with pytest.raises(ConfigError, match=r"data\.read_ahead must be a non-negative integer"):
         RootDataModule(**event_config(f"{event_files}/*.root", read_ahead=-1)).setup()
