@@ -590,3 +590,18 @@ def test_reading_ahead_gives_the_same_batches(event_files):
             np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
     with pytest.raises(ConfigError, match=r"data\.read_ahead must be a non-negative integer"):
         RootDataModule(**event_config(f"{event_files}/*.root", read_ahead=-1)).setup()
+
+
+def test_a_loop_that_stops_early_stops_the_read_ahead_thread(event_files):
+    import threading
+
+    def read_ahead_threads() -> list:
+        return [t for t in threading.enumerate() if t.name.startswith("hepnn-read-ahead") and t.is_alive()]
+
+    dm = RootDataModule(**event_config(f"{event_files}/*.root", read_ahead=2, chunk_size=50, batch_size=8))
+    dm.setup()
+    batches = iter(dm.train_dataloader())
+    first = next(batches)
+    assert len(first["label"]) == 8 and read_ahead_threads()
+    batches.close()  # a trainer that stops early (limit_train_batches) drops its iterator
+    assert not read_ahead_threads()

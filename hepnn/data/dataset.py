@@ -29,6 +29,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from hepnn.data.batching import BatchBuilder, nest_observers
 from hepnn.data.cache import ChunkCache
 from hepnn.data.handoff import BatchHandoff
+from hepnn.data.memory import keep_freed_memory
 from hepnn.data.preprocess import ChunkData, preprocess_chunk
 from hepnn.data.readahead import ReadAhead
 from hepnn.data.sharding import Piece, batch_plan, batches_before, deal
@@ -200,6 +201,8 @@ class ChunkedRootDataset(IterableDataset):
             raise RuntimeError(
                 f"dataset was set up for {self.num_workers} workers but the DataLoader has {info.num_workers}"
             )
+        if info is not None:
+            keep_freed_memory()  # a fresh process every epoch (see hepnn.data.memory)
         rank, world = self.position()
         pieces, sizes = self.plan(world)
         skip = batches_before([len(s) for s in sizes[rank]], self.resume_after)[worker]

@@ -68,7 +68,8 @@ class BatchLoader(DataLoader):
 
     With workers, each builds its batches directly in a ring of shared-memory slots and sends
     only where they lie (:mod:`hepnn.data.handoff`); here, in the main process, each batch is
-    copied out of its slot and turned into tensors. Without workers, batches are built here.
+    copied out of its slot and turned into tensors. Without workers, batches are built here,
+    taken from the dataset directly.
     """
 
     def __init__(
@@ -92,6 +93,9 @@ class BatchLoader(DataLoader):
 
     def __iter__(self) -> Iterator[dict]:
         dataset = self.dataset
+        if self.num_workers == 0 and isinstance(dataset, ChunkedRootDataset):
+            yield from self._in_process(dataset)
+            return
         handoff = None
         with batch_system_signals_blocked():  # the worker processes and their helpers start here
             if self.num_workers > 0 and isinstance(dataset, ChunkedRootDataset):
@@ -120,3 +124,14 @@ class BatchLoader(DataLoader):
             shutdown = getattr(iterator, "_shutdown_workers", None)
             if shutdown is not None:
                 shutdown()
+
+    def _in_process(self, dataset: ChunkedRootDataset) -> Iterator[dict]:
+        """Batches built in this process, straight from the dataset: the DataLoader's
+        single-process iterator would only add a profiler record and a fetch call per batch
+        (about 0.2 ms, a quarter of the time of a cached epoch)."""
+        batches = iter(dataset)
+        try:
+            for batch in batches:
+                yield to_torch(batch, self.pin_memory)
+        finally:
+            batches.close()  # stops the read-ahead thread of a loop that ends early
