@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,6 +93,28 @@ def test_predictions_align_with_the_input_entries(trained, jet_sample):
     # the summary's rejection is the one computed from the written scores
     rej = metrics.background_rejection(predictions["score_Tbqq"], predictions["label"] == 1, 0.3)
     assert summary["test/rej30"] == pytest.approx(rej, rel=1e-4)
+
+
+def test_last_checkpoint_is_the_latest_epoch_when_an_earlier_one_is_the_best(jet_sample, tmp_path):
+    """last.ckpt (what a requeued job resumes from) holds the end of the latest epoch, also when
+    the best checkpoint is older: here the best is made the highest validation loss."""
+    summary = run_training(
+        tmp_path,
+        f"data.files={jet_sample}/*.root",
+        "trainer.max_epochs=3",
+        "data.batch_size=64",
+        "data.num_workers=0",
+        "callbacks.early_stopping=null",
+        "callbacks.model_checkpoint.mode=max",
+    )
+    best = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert best["epoch"] < 2  # Lightning's own save_last would have left last.ckpt at this epoch
+    steps_per_epoch = -(-summary["data/train_entries"] // 64)
+    assert last["epoch"] == 2 and last["global_step"] == 3 * steps_per_epoch
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt")) == sorted(
+        [Path(summary["best_checkpoint"]).name, "last.ckpt"]
+    )
 
 
 def test_resume_from_last_checkpoint_trains_only_the_remaining_epochs(trained, jet_sample, tmp_path):
