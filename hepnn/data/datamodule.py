@@ -79,7 +79,7 @@ class RootDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         chunk_size: int = 10_000,
         buffer_size: int = 8192,
-        read_ahead: int = 1,
+        read_ahead: int = 0,
         num_workers: int = 0,
         pin_memory: bool = False,
         seed: int = 0,

@@ -78,7 +78,7 @@ class ChunkedRootDataset(IterableDataset):
         counts: Sequence[int] | None = None,
         cache_dir=None,
         augment: bool = False,
-        read_ahead: int = 1,
+        read_ahead: int = 0,
     ):
         super().__init__()
         if batch_size < 1:
