@@ -120,6 +120,9 @@ def _fit_and_test(
         if cfg.get("train", True):
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        # before testing: restoring the best checkpoint for the test restores the callbacks' states
+        # of that epoch too, paths of later checkpoints included
+        last = _last_checkpoint(trainer)
         if cfg.get("test", True):
             test_ckpt = best or None
             if test_ckpt is None and cfg.get("train", True):
@@ -134,7 +137,7 @@ def _fit_and_test(
         "wall_seconds": round(time.perf_counter() - start, 1),
         "output_dir": str(output_dir),
         "best_checkpoint": best or None,
-        "last_checkpoint": _last_checkpoint(trainer),
+        "last_checkpoint": last,
         "predictions": str(writer.written) if writer and writer.written else None,
     }
     if trainer.is_global_zero:
@@ -220,10 +223,15 @@ def _as_float(value) -> float:
 
 
 def _last_checkpoint(trainer: L.Trainer) -> str | None:
-    callback = trainer.checkpoint_callback
-    if callback is None or not getattr(callback, "last_model_path", ""):
-        return None
-    return callback.last_model_path
+    """The checkpoint of the latest finished epoch: a ``save_last`` copy, or the file of an
+    unmonitored ModelCheckpoint (``callbacks.last_checkpoint``), which always holds the latest."""
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "last_model_path", ""):
+            return callback.last_model_path
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "monitor", "") is None and getattr(callback, "best_model_path", ""):
+            return callback.best_model_path
+    return None
 
 
 CHECKPOINT_ROWS = (("best checkpoint", "best_checkpoint"), ("evaluated checkpoint", "checkpoint"))

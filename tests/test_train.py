@@ -110,6 +110,7 @@ def test_last_checkpoint_is_the_latest_epoch_when_an_earlier_one_is_the_best(jet
     best = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert best["epoch"] < 2  # Lightning's own save_last would have left last.ckpt at this epoch
+    assert summary["last_checkpoint"] == str(tmp_path / "checkpoints" / "last.ckpt")
     steps_per_epoch = -(-summary["data/train_entries"] // 64)
     assert last["epoch"] == 2 and last["global_step"] == 3 * steps_per_epoch
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt")) == sorted(
