@@ -8,6 +8,33 @@ each new argument layout. Callers pass C-contiguous arrays of exactly these type
 from __future__ import annotations
 
 import numba
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+CACHE_LINE_FLOATS = 16  # float32 values in a 64-byte cache line
+
+
+@intrinsic
+def prefetch(typingctx, array, index):
+    """Ask the CPU to start loading the cache line of ``array[index]`` (1-D) into its caches;
+    nothing else happens (LLVM's ``llvm.prefetch``: a read, with high temporal locality)."""
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        view = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, view, [args[1]], wraparound=False)
+        byte_pointer = ir.IntType(8).as_pointer()
+        int32 = ir.IntType(32)
+        function_type = ir.FunctionType(ir.VoidType(), [byte_pointer, int32, int32, int32])
+        function = cgutils.get_or_insert_function(builder.module, function_type, "llvm.prefetch.p0i8")
+        read, locality, data_cache = ir.Constant(int32, 0), ir.Constant(int32, 3), ir.Constant(int32, 1)
+        builder.call(function, [builder.bitcast(pointer, byte_pointer), read, locality, data_cache])
+        return context.get_dummy_value()
+
+    return types.void(array, index), codegen
+
 
 INTERLEAVE_SIGNATURE = "int64(float32[::1], float32[:, ::1], int64)"
 
@@ -46,10 +73,19 @@ def fill_padded(out, mask, dest, values, offsets, rows, center, inv_scale, low, 
     One channel at a time into its contiguous output row, with the order decided outside the
     innermost loop and padding and mask written as slices: about twice as fast as one loop over
     elements with the order tested inside (0.5 against 0.9-1.1 us per jet of 7 x 128 values).
+    Shuffled ``rows`` lie anywhere in ``values``, where the CPU cannot guess the next one: while
+    an entry is written, the cache lines of the next are prefetched unless it directly follows
+    (random rows of a 120000-jet chunk: 0.50 instead of 0.81 us per jet).
     """
     n_channels = out.shape[1]
     length = out.shape[2]
+    flat = values.reshape(-1)
     for k in range(rows.shape[0]):
+        if k + 1 < rows.shape[0] and rows[k + 1] != rows[k] + 1:  # the CPU sees consecutive ones
+            first = offsets[rows[k + 1]]
+            stop = min(offsets[rows[k + 1] + 1], first + length)
+            for index in range(first * n_channels, stop * n_channels, CACHE_LINE_FLOATS):
+                prefetch(flat, index)
         b = dest[k]
         start = offsets[rows[k]]
         n = min(offsets[rows[k] + 1] - start, length)
