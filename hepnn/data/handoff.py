@@ -15,6 +15,7 @@ while it fetches the next one, and users may keep batches, so slots are never le
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,15 +57,16 @@ class Arena:
 
     def allocate(self, key: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         dtype = np.dtype(dtype)
+        shape = tuple(map(int, shape))
         offset = -(-self.used // ALIGN) * ALIGN
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize  # Python ints: np.prod costs more than the rest
         if offset + nbytes > len(self.bytes) or (shape and shape[0] > self.max_rows):
             raise AssertionError(
                 f"batch array {key!r} of shape {shape} does not fit in its shared-memory slot "
                 f"(planned for {self.max_rows} rows)"
             )
         self.used = offset + nbytes
-        self.layout.append((key, dtype.str, tuple(int(s) for s in shape), offset))
+        self.layout.append((key, dtype.str, shape, offset))
         return self.bytes[offset : offset + nbytes].view(dtype).reshape(shape)
 
 
@@ -144,7 +146,7 @@ class BatchHandoff:
         arrays = {}
         for name, dtype, shape, offset in message.layout:
             dtype = np.dtype(dtype)
-            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            nbytes = math.prod(shape) * dtype.itemsize
             arrays[name] = memory[offset : offset + nbytes].view(dtype).reshape(shape).copy()
         self.consumed.numpy()[message.worker] += 1
         return arrays
