@@ -20,12 +20,16 @@ Every row reads all of them once, after one untimed pass that puts the files in 
 The hepnn rows come for each number of workers and each ``--read-ahead`` depth (chunks read and
 preprocessed ahead by a background thread of each worker, or of this process without workers).
 
-Ratios are to the ``uproot.iterate`` row of the same run.
+Ratios are to the ``uproot.iterate`` row of the same run: ``/limit`` compares best passes;
+``paired /limit`` runs a pass of the limit right before every pass of every row and gives the
+median (and range) of the pass-by-pass ratios, which a machine whose speed drifts during the run
+(a shared virtual machine) does not bias.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
 import tempfile
 import time
@@ -125,15 +129,29 @@ def main() -> None:
     print(f"{len(paths)} files, {n_total} jets, {len(branches)} branches: {', '.join(branches)}")
 
     time_uproot_iterate(paths, branches)  # warm the page cache
+
+    def limit_rate() -> float:
+        n, seconds, _ = time_uproot_iterate(paths, branches)
+        return n / seconds
+
+    def paired(run, passes) -> tuple[tuple[int, float, float], list[float]]:
+        """Run each pass right after a pass of the limit: the best pass, and every pass's rate
+        over the limit's rate just before it (slow drifts of the machine's speed cancel)."""
+        results, ratios = [], []
+        for index in passes:
+            limit = limit_rate()
+            n, seconds, first = run(index)
+            results.append((n, seconds, first))
+            ratios.append(n / seconds / limit)
+        return min(results, key=lambda r: r[1]), ratios
+
     rows = []
-    best = min((time_uproot_iterate(paths, branches) for _ in range(args.repeat)), key=lambda r: r[1])
-    rows.append(("uproot.iterate (limit)", "-", best))
+    best, ratios = paired(lambda _: time_uproot_iterate(paths, branches), range(args.repeat))
+    rows.append(("uproot.iterate (limit)", "-", best, ratios))
     # the same read through the memory-mapped source the loader uses for local files
     mapped = {"handler": uproot.source.file.MemmapSource}
-    best = min(
-        (time_uproot_iterate(paths, branches, **mapped) for _ in range(args.repeat)), key=lambda r: r[1]
-    )
-    rows.append(("uproot.iterate, mmap", "-", best))
+    best, ratios = paired(lambda _: time_uproot_iterate(paths, branches, **mapped), range(args.repeat))
+    rows.append(("uproot.iterate, mmap", "-", best, ratios))
     cache_root = Path(
         tempfile.mkdtemp(prefix="hepnn-bench-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
     )
@@ -157,32 +175,33 @@ def main() -> None:
     try:
         for workers, depth in settings:
             cold = dataset(workers, depth)
-            best = min((time_loader(cold, workers, e) for e in range(args.repeat)), key=lambda r: r[1])
-            rows.append(("hepnn cold", f"{workers} / {depth}", best))
+            best, ratios = paired(functools.partial(time_loader, cold, workers), range(args.repeat))
+            rows.append(("hepnn cold", f"{workers} / {depth}", best, ratios))
         for workers, depth in settings:
             cached = dataset(workers, depth, cache_root / f"w{workers}_d{depth}")
             time_loader(cached, workers, 0)  # the first epoch fills the cache
-            best = min(
-                (time_loader(cached, workers, e) for e in range(1, args.repeat + 1)), key=lambda r: r[1]
-            )
-            rows.append(("hepnn cached (/dev/shm)", f"{workers} / {depth}", best))
+            best, ratios = paired(functools.partial(time_loader, cached, workers), range(1, args.repeat + 1))
+            rows.append(("hepnn cached (/dev/shm)", f"{workers} / {depth}", best, ratios))
     finally:
         shutil.rmtree(cache_root, ignore_errors=True)
 
     limit = rows[0][2][0] / rows[0][2][1]
     print(
         f"\n{'reader':<24} {'workers / ahead':>15} {'jets':>8} {'seconds':>8} {'jets/s':>10} {'/limit':>7}"
-        f" {'1st batch s':>11} {'jets/s after':>12}"
+        f" {'paired /limit':>19} {'1st batch s':>11} {'jets/s after':>12}"
     )
-    for name, workers, (n, seconds, first) in rows:
+    for name, workers, (n, seconds, first), ratios in rows:
         rate = n / seconds
         after = n / (seconds - first)
+        spread = f"{np.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
         print(
             f"{name:<24} {workers:>15} {n:>8} {seconds:>8.2f} {rate:>10.0f} {rate / limit:>7.2f}"
-            f" {first:>11.2f} {after:>12.0f}"
+            f" {spread:>19} {first:>11.2f} {after:>12.0f}"
         )
     print("\nworkers / ahead: DataLoader workers / chunks read ahead by a background thread of each")
     print("jets/s after: from the first batch on (excludes worker start-up and the first chunk)")
+    print("/limit: best pass over the limit's best pass; paired /limit: median (range) over the passes")
+    print("of each pass's rate over that of a pass of the limit run just before it")
 
 
 if __name__ == "__main__":
