@@ -75,7 +75,8 @@ def fill_padded(out, mask, dest, values, offsets, rows, center, inv_scale, low, 
     elements with the order tested inside (0.5 against 0.9-1.1 us per jet of 7 x 128 values).
     Shuffled ``rows`` lie anywhere in ``values``, where the CPU cannot guess the next one: while
     an entry is written, the cache lines of the next are prefetched unless it directly follows
-    (random rows of a 120000-jet chunk: 0.50 instead of 0.81 us per jet).
+    (random rows of one 120000-jet chunk: 0.50 instead of 0.81 us per jet; a cached shuffled
+    epoch of the top-tagging benchmark: 0.69 instead of 0.79).
     """
     n_channels = out.shape[1]
     length = out.shape[2]
