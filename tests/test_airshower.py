@@ -316,3 +316,29 @@ def test_python_m_hepnn_generate_airshower(tmp_path):
     )
     assert "generated 60 events in 1 file(s)" in result.stdout
     assert uproot.open(out / "airshower_000.root")["tree"].num_entries == 60
+
+
+def test_per_station_distance_from_the_signal_beats_the_trace_shape_times(showers):
+    """benchmarks/airshower_floor.py: with the rest of the shower known, a station's total signal
+    gives its distance from the axis better the bigger it is, and better than the trace-shape
+    times calibrated on the simulation's own time scale (the README's table)."""
+    from benchmarks.airshower_floor import containment, station_distance_errors
+
+    errors, signal = station_distance_errors(showers, AirShowerConfig.from_dict({"output_dir": "unused"}))
+    assert set(errors) == {
+        "total signal",
+        "trace rise time t10-t50",
+        "trace width t10-t90",
+        "trace t50 after its start",
+    }
+    assert all(e.shape == signal.shape for e in errors.values()) and np.all(signal >= 3.0)
+    bands = [(3, 10), (10, 30), (30, 100), (100, 300), (300, math.inf)]
+    in_band = [(signal >= lo) & (signal < hi) for lo, hi in bands]
+    by_band = {name: [containment(e[band]) for band in in_band] for name, e in errors.items()}
+    assert np.all(np.diff(by_band["total signal"]) < 0), by_band["total signal"]
+    assert 5.0 < by_band["total signal"][3] < 60.0  # m, at 100-300 VEM
+    for name, values in by_band.items():
+        if name != "total signal":
+            assert np.all(np.isfinite(values)) and values[0] > values[-1], (name, values)
+            from_signal = by_band["total signal"]
+            assert all(t > 3 * s for t, s in zip(values, from_signal, strict=True)), (name, values)
