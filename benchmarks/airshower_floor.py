@@ -45,7 +45,13 @@ import math
 import numpy as np
 import uproot
 
-from hepnn.sim.airshower import SPEED_OF_LIGHT, front_time, height_of_vertical_depth, lateral_distribution
+from hepnn.sim.airshower import (
+    SPEED_OF_LIGHT,
+    delay_scale,
+    distance_to_xmax,
+    front_time,
+    lateral_distribution,
+)
 from hepnn.sim.kinds import build_sample
 from hepnn.utils.config import project_root
 
@@ -174,9 +180,10 @@ class StartTimes:
         width = float(trace["bin_width"])
         self.arrival = ev["station_start_time"][k][on] + (trace["pretrigger_bins"] + 0.5) * width
         self.axis = np.array([ev["axis_x"][k], ev["axis_y"][k], ev["axis_z"][k]], dtype=float)
-        cos_t = float(self.axis[2])
-        height = height_of_vertical_depth(float(ev["xmax"][k]) * cos_t, cfg.atmosphere)
-        distance_xmax = (float(height) - float(cfg.array["altitude"])) / cos_t
+        altitude = float(cfg.array["altitude"])
+        distance_xmax = float(
+            distance_to_xmax(float(ev["xmax"][k]), float(self.axis[2]), cfg.atmosphere, altitude)
+        )
         self.radius = timing["curvature_radius_min"] + max(distance_xmax, 0.0)
         self.x, self.y = ev["station_x"][k][on], ev["station_y"][k][on]
         self.core = np.array([ev["core_x"][k], ev["core_y"][k]], dtype=float)
@@ -263,16 +270,13 @@ def first_guess(ev: dict):
 
 
 def trace_scale(ev: dict, cfg) -> np.ndarray:
-    """The simulation's time-scale factor ``k`` of every event (particle delays grow as ``k r``):
-    ``(distance_ref / max(distance to the shower maximum, distance_min)) ** distance_exponent``,
+    """The simulation's time-scale factor ``k`` of every event (particle delays grow as ``k r``),
     from the true Xmax and zenith."""
-    timing = cfg.timing
     cos_t = np.cos(ev["zenith"].astype(float))
-    height = height_of_vertical_depth(ev["xmax"].astype(float) * cos_t, cfg.atmosphere)
-    distance_xmax = (height - float(cfg.array["altitude"])) / cos_t
-    return (timing["distance_ref"] / np.maximum(distance_xmax, timing["distance_min"])) ** timing[
-        "distance_exponent"
-    ]
+    altitude = float(cfg.array["altitude"])
+    return delay_scale(
+        distance_to_xmax(ev["xmax"].astype(float), cos_t, cfg.atmosphere, altitude), cfg.timing
+    )
 
 
 def trace_time_quantile(traces: np.ndarray, fraction: float, bin_width: float) -> np.ndarray:
@@ -316,7 +320,8 @@ def station_distance_errors(ev: dict, cfg) -> tuple[dict[str, np.ndarray], np.nd
         signal_error = np.abs(np.log(np.clip(total, 1e-3, None)) - log_expected(r)) / np.abs(gradient)
     errors = {"total signal": signal_error[on]}
     width = float(cfg.trace["bin_width"])
-    scale = (r / 1000.0) * trace_scale(ev, cfg)[:, None]  # k r (km)
+    k = trace_scale(ev, cfg)[:, None]
+    scale = (r / 1000.0) * k  # k r (km)
     t10, t50, t90 = (trace_time_quantile(traces, f, width) for f in (0.1, 0.5, 0.9))
     for name, observable in (
         ("trace rise time t10-t50", t50 - t10),
@@ -327,8 +332,9 @@ def station_distance_errors(ev: dict, cfg) -> tuple[dict[str, np.ndarray], np.nd
         design = np.stack([np.ones_like(x), x, x * x], axis=1)
         coefficients, *_ = np.linalg.lstsq(design, y, rcond=None)
         slope = coefficients[1] + 2 * coefficients[2] * x  # ns per km of k r
-        k = np.broadcast_to(trace_scale(ev, cfg)[:, None], on.shape)[on]
-        errors[name] = np.abs(y - design @ coefficients) / np.abs(slope * k / 1000.0)
+        errors[name] = np.abs(y - design @ coefficients) / np.abs(
+            slope * np.broadcast_to(k, on.shape)[on] / 1000.0
+        )
     return errors, total[on]
 
 

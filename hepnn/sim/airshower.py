@@ -560,6 +560,20 @@ def height_of_vertical_depth(depth, atmosphere: Mapping) -> np.ndarray:
     return np.where(top, (a - x) * c / b, exponential)
 
 
+def distance_to_xmax(xmax, cos_zenith, atmosphere: Mapping, altitude: float) -> np.ndarray:
+    """Distance (m) along the axis from the core, at ``altitude`` (m a.s.l.), to the shower
+    maximum at slant depth ``xmax`` (g/cm^2), for a flat Earth."""
+    return (height_of_vertical_depth(xmax * cos_zenith, atmosphere) - altitude) / cos_zenith
+
+
+def delay_scale(distance_xmax, timing: Mapping) -> np.ndarray:
+    """The factor ``k`` of the particle delays (they grow as ``k r``) for the distance (m) to the
+    shower maximum: ``(distance_ref / max(distance, distance_min)) ** distance_exponent``."""
+    return (timing["distance_ref"] / np.maximum(distance_xmax, timing["distance_min"])) ** timing[
+        "distance_exponent"
+    ]
+
+
 def expected_s1000(log10_energy, zenith, signal: Mapping) -> np.ndarray:
     """Expected total signal 1000 m from the axis (VEM): inverse energy calibration times the attenuation."""
     energy_eev = 10.0 ** (np.asarray(log10_energy, dtype=float) - 18.0)
@@ -634,7 +648,7 @@ def simulate_events(
     altitude = float(a_cfg["altitude"])
     ground_depth = float(vertical_depth(altitude, cfg.atmosphere))
     delta_x = ground_depth / cos_t - xmax
-    distance_xmax = (height_of_vertical_depth(xmax * cos_t, cfg.atmosphere) - altitude) / cos_t
+    distance_xmax = distance_to_xmax(xmax, cos_t, cfg.atmosphere, altitude)
 
     # station geometry: offset from the core, distance from the axis in the shower plane
     sx, sy, _ = station_layout(a_cfg)
@@ -664,9 +678,7 @@ def simulate_events(
     em_signal = rng.gamma(mean_em / s_cfg["em_quantum"], s_cfg["em_quantum"])
 
     # timing: curved front, jitter, particle delays (ns)
-    k_dist = (t_cfg["distance_ref"] / np.maximum(distance_xmax, t_cfg["distance_min"])) ** t_cfg[
-        "distance_exponent"
-    ]
+    k_dist = delay_scale(distance_xmax, t_cfg)
     scaled_r = r / 1000.0 * k_dist[:, None]
     tau_mu = t_cfg["muon_delay"] + t_cfg["muon_delay_1000"] * scaled_r
     tau_em = t_cfg["em_delay"] + t_cfg["em_delay_1000"] * scaled_r
