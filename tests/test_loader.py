@@ -529,6 +529,66 @@ def test_a_resumed_epoch_delivers_exactly_the_batches_not_yet_trained(event_file
             np.testing.assert_array_equal(batch["jets"].numpy(), whole[content(batch)]["jets"].numpy())
 
 
+def within_seconds(seconds: float, function, *args):
+    """``function(*args)``, run in a thread; fails the test if it takes longer (a hang)."""
+    import threading
+
+    result = []
+    thread = threading.Thread(target=lambda: result.append(function(*args)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert result, f"{function.__name__}{args} did not finish within {seconds} s"
+    return result[0]
+
+
+def test_persistent_workers_follow_the_epochs(event_files):
+    """One loader over several epochs, as Lightning uses it: the same two worker processes serve
+    every epoch, and each epoch delivers exactly what a new loader would, in the same order,
+    also after an epoch stopped early (limit_train_batches) and for a resumed epoch. Batches
+    the caller keeps stay intact while later epochs reuse the workers' shared memory."""
+    dm = RootDataModule(**event_config(f"{event_files}/*.root", num_workers=2, batch_size=16))
+    dm.setup()
+    dataset = dm.datasets["train"]
+    loader = dm.train_dataloader()
+    assert loader.persistent_workers
+
+    def content(batch) -> tuple:
+        return tuple(zip(batch["file_index"].tolist(), batch["entry"].tolist(), strict=True))
+
+    def fresh(epoch: int) -> list[dict]:
+        dataset.set_epoch(epoch)
+        return list(dm._loader("train"))  # a new loader, new workers
+
+    def persistent(epoch: int, resume_after: int = 0) -> list[dict]:
+        dataset.set_epoch(epoch, resume_after)
+        return list(loader)
+
+    kept = persistent(0)
+    workers = [w.pid for w in loader._iterator._workers]
+    expected = {epoch: fresh(epoch) for epoch in range(4)}
+    assert len(kept) > 2 * 10  # more batches per worker than shared-memory slots
+    assert [content(b) for b in expected[0]] != [content(b) for b in expected[1]]
+    for epoch in (1, 2):
+        assert [content(b) for b in persistent(epoch)] == [content(b) for b in expected[epoch]]
+
+    def stop_early(times: int) -> None:
+        for _ in range(times):
+            stopped = iter(loader)
+            dataset.set_epoch(3)
+            next(stopped), next(stopped)
+            stopped.close()
+
+    # what each stopped epoch left on the way must not fill the workers' rings (they would wait)
+    within_seconds(60, stop_early, 5)
+    resumed = within_seconds(60, persistent, 3, 5)
+    assert sorted(map(content, resumed)) == sorted(map(content, expected[3][5:]))
+    assert [content(b) for b in persistent(3)] == [content(b) for b in expected[3]]
+    assert [w.pid for w in loader._iterator._workers] == workers
+    for ours, reference in zip(kept, expected[0], strict=True):
+        for key in ("jets", "jet_mask", "event", "label", "entry", "targets", "weight"):
+            np.testing.assert_array_equal(ours[key].numpy(), reference[key].numpy(), err_msg=key)
+
+
 SIGNALS_SCRIPT = """
 import os, signal, sys
 from multiprocessing import forkserver, resource_tracker

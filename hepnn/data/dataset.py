@@ -202,7 +202,10 @@ class ChunkedRootDataset(IterableDataset):
                 f"dataset was set up for {self.num_workers} workers but the DataLoader has {info.num_workers}"
             )
         if info is not None:
-            keep_freed_memory()  # a fresh process every epoch (see hepnn.data.memory)
+            keep_freed_memory()  # a fresh process (see hepnn.data.memory)
+        if self.handoff is not None:
+            # a worker of a BatchLoader, persistent or not: this epoch's settings come from there
+            self.epoch, self.resume_after = self.handoff.epoch_settings()
         rank, world = self.position()
         pieces, sizes = self.plan(world)
         skip = batches_before([len(s) for s in sizes[rank]], self.resume_after)[worker]

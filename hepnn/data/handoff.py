@@ -2,21 +2,25 @@
 
 A plain DataLoader pickles every batch through a pipe, or moves each tensor's memory to a new
 shared-memory segment; either costs the main process about as much as building the batch. Here
-each worker owns a ring of ``slots`` shared-memory arenas, allocated once per epoch, and builds
-each batch directly in the next free arena. Through the pipe goes only a small
-:class:`SharedBatch` message (worker, slot, where each array lies; the arena's memory itself only
-the first time a slot is used). The main process copies the arrays out, one ``memcpy`` each, and
-marks the slot free again; a worker about to reuse a slot waits until the main process has
-copied what it held.
+each worker owns a ring of ``slots`` shared-memory arenas, allocated with its first batch, and
+builds each batch directly in a free arena. Through the pipe goes only a small :class:`SharedBatch`
+message (worker, slot, where each array lies; the arena's memory itself only the first time a
+slot is used).
 
-The copy makes every batch the consumer receives its own memory: Lightning keeps a batch alive
-while it fetches the next one, and users may keep batches, so slots are never lent out.
+The main process lends the arena itself to the consumer: the batch's tensors are views of the
+slot's shared memory, and the slot becomes free again when the last of them (or of any view
+taken from them) is freed. Only ``lend`` slots per worker are lent at a time; while that many
+batches are still held (Lightning keeps the current batch and the next one; a user may keep
+any number), further batches are copied out of their slot, one ``memcpy`` per array, and the
+slot is free at once. So a worker never waits on batches the consumer keeps, and a kept batch
+is never overwritten.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,14 +29,16 @@ import torch
 
 ALIGN = 64  # bytes; every array in an arena starts on a cache line
 POLL_SECONDS = 1e-4
+LEND = 4  # slots per worker lent to the consumer at a time (see the module docstring)
 
 
 @dataclass
 class SharedBatch:
     """The message a worker sends for one batch built in shared memory.
 
-    ``layout`` lists ``(key, dtype, shape, byte offset)`` of each array in the arena of
-    ``slot``; ``storage`` is that arena's shared memory, sent only with the slot's first batch.
+        ``layout`` lists ``(key, dtype, shape, byte offset)`` of each array in the arena of
+        ``slot``; ``storage`` is that arena's shared memory, sent until the main process holds it (with
+    the slot's first batch, unless that message was discarded).
     """
 
     worker: int
@@ -77,42 +83,125 @@ def capacity_for(arrays: dict[str, np.ndarray], rows: int, max_rows: int) -> int
 
 
 class BatchHandoff:
-    """Shared state of one epoch's workers and the main process (see the module docstring).
+    """Shared state of a loader's workers and the main process (see the module docstring).
 
-    Create it in the main process, give it to the workers with the dataset, and have each
-    worker build its batches through :meth:`publish`; the main process turns the messages back
-    into batches with :meth:`receive`, and calls :meth:`stop` before it shuts the workers down.
+    Create it in the main process before the workers start and give it to them with the
+    dataset. Before every epoch the main process calls :meth:`begin_epoch` (the workers read
+    the epoch's settings with :meth:`epoch_settings`, so persistent workers follow along), and
+    :meth:`reclaim` once the workers have acknowledged it. Each worker builds its batches
+    through :meth:`publish`; the main process turns the messages back into batches with
+    :meth:`receive`, and calls :meth:`stop` when it stops reading an epoch.
+
+    ``slots`` must exceed the batches a worker may have in flight (sent, not yet received) by
+    ``lend`` + 1, so that a worker never waits on the consumer.
     """
 
-    def __init__(self, num_workers: int, slots: int, max_rows: int):
-        if slots < 2:
-            raise ValueError("a shared-memory ring needs at least two slots")
+    def __init__(self, num_workers: int, slots: int, max_rows: int, lend: int = LEND):
+        if slots < lend + 2:
+            raise ValueError(f"a shared-memory ring lending {lend} slots needs at least {lend + 2} of them")
         self.slots = slots
         self.max_rows = max_rows
-        # consumed[w]: batches of worker w copied out by the main process; consumed[-1] = 1: stop
-        self.consumed = torch.zeros(num_workers + 1, dtype=torch.int64).share_memory_()
+        self.lend = lend
+        # busy[w, s]: slot s of worker w holds a batch the main process has not released yet,
+        # built in epoch generation[w, s]; mapped[w, s]: the main process holds that slot's memory
+        self.busy = torch.zeros((num_workers, slots), dtype=torch.uint8).share_memory_()
+        self.generation = torch.zeros((num_workers, slots), dtype=torch.int64).share_memory_()
+        self.mapped = torch.zeros((num_workers, slots), dtype=torch.uint8).share_memory_()
+        # [generation, epoch, batches to skip] of the current epoch; the generation counts epochs
+        self.control = torch.zeros(3, dtype=torch.int64).share_memory_()
+        self.stopped = torch.full((1,), -1, dtype=torch.int64).share_memory_()  # last generation stopped
         self._views: dict[tuple[int, int], np.ndarray] = {}  # main process: arenas by (worker, slot)
+        self._lent: list[set[int]] = [set() for _ in range(num_workers)]  # main process: slots lent
         self._arenas: list[Arena] = []  # worker: its ring
-        self._published = 0
+        self._next = 0  # worker: the slot to try first
+        self._generation = 0  # worker: that of the epoch it builds batches of
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_views"] = {}
+        state["_lent"] = []
         state["_arenas"] = []
-        state["_published"] = 0
+        state["_next"] = 0
+        state["_generation"] = 0
         return state
 
+    # -- main-process side ------------------------------------------------------------------
+    def begin_epoch(self, epoch: int, resume_after: int = 0) -> None:
+        """Announce the next epoch (its number and the batches to skip) to the workers."""
+        control = self.control.numpy()
+        control[1:] = epoch, resume_after
+        control[0] += 1
+
+    def reclaim(self) -> None:
+        """Free the slots of batches of earlier epochs that were never received (an epoch the
+        main process stopped reading early: the DataLoader discards what was still on the way).
+        Call it once the workers have acknowledged the new epoch, before its first batch."""
+        busy, generation, mapped = self.busy.numpy(), self.generation.numpy(), self.mapped.numpy()
+        current = int(self.control[0])
+        for worker, lent in enumerate(self._lent):
+            for slot in range(self.slots):
+                # busy first: a worker writes a slot's generation before marking it busy
+                if busy[worker, slot] and generation[worker, slot] < current and slot not in lent:
+                    if (worker, slot) not in self._views:
+                        mapped[worker, slot] = 0  # its memory was in a discarded message: resend it
+                    busy[worker, slot] = 0
+
+    def receive(self, message: SharedBatch) -> dict[str, torch.Tensor]:
+        """The batch of ``message`` as a flat dict of tensors: views of its slot, which stays
+        lent until they are all freed, or copies when ``lend`` slots of the worker are lent."""
+        key = (message.worker, message.slot)
+        if message.storage is not None:
+            self._views[key] = message.storage.numpy()
+            self.mapped.numpy()[key] = 1
+        memory = self._views[key]
+        lent = self._lent[message.worker]
+        if len(lent) < self.lend:
+            end = max((offset + _nbytes(dt, shape) for _, dt, shape, offset in message.layout), default=0)
+            # torch holds this numpy view until the memory of every tensor made from it is freed
+            holder = memory[:end]
+            block = torch.from_numpy(holder)
+            lent.add(message.slot)
+            weakref.finalize(holder, self._release, message.worker, message.slot)
+            return {
+                name: block[offset : offset + _nbytes(dtype, shape)].view(_torch_dtype(dtype)).view(shape)
+                for name, dtype, shape, offset in message.layout
+            }
+        arrays = {
+            name: torch.from_numpy(
+                memory[offset : offset + _nbytes(dtype, shape)].view(dtype).reshape(shape).copy()
+            )
+            for name, dtype, shape, offset in message.layout
+        }
+        self.busy.numpy()[key] = 0
+        return arrays
+
+    def _release(self, worker: int, slot: int) -> None:
+        """The last tensor lent from ``slot`` was freed (possibly in another thread)."""
+        self._lent[worker].discard(slot)
+        self.busy.numpy()[worker, slot] = 0
+
+    def stop(self) -> None:
+        """The main process stops reading this epoch: workers still building one of its batches
+        build it outside the ring (it is discarded) instead of waiting for a slot."""
+        self.stopped[0] = self.control[0]
+
     # -- worker side ------------------------------------------------------------------------
+    def epoch_settings(self) -> tuple[int, int]:
+        """In a worker starting an epoch: its number and the batches to skip, as announced."""
+        generation, epoch, resume_after = self.control.tolist()
+        self._generation = generation
+        return epoch, resume_after
+
     def publish(self, worker: int, build: Callable[[Callable], dict[str, np.ndarray]]) -> SharedBatch:
-        """Build the next batch of ``worker`` in its next free slot; the message to send for it.
+        """Build the next batch of ``worker`` in a free slot; the message to send for it.
 
         ``build(allocate)`` must create every array of the batch with ``allocate(key, shape,
         dtype)`` and return them as a flat dict.
         """
-        number = self._published
-        slot = number % self.slots
-        self._wait_until_consumed(worker, number - self.slots + 1)
-        storage = None
+        slot = self._free_slot(worker)
+        if slot is None:  # the main process stopped reading: build nowhere it could see
+            build(_plain_allocate)
+            return SharedBatch(worker, -1, [])
         if not self._arenas:
             arrays = build(_plain_allocate)
             rows = len(next(iter(arrays.values())))
@@ -125,36 +214,41 @@ class BatchHandoff:
             arena = self._arenas[slot]
             arena.reset()
             build(arena.allocate)
-        if number < self.slots:
-            storage = arena.storage
-        self._published += 1
+        storage = None if self.mapped.numpy()[worker, slot] else arena.storage
+        self.generation.numpy()[worker, slot] = self._generation
+        self.busy.numpy()[worker, slot] = 1
         return SharedBatch(worker, slot, list(arena.layout), storage)
 
-    def _wait_until_consumed(self, worker: int, count: int) -> None:
-        consumed = self.consumed.numpy()
-        while consumed[worker] < count and not consumed[-1]:
+    def _free_slot(self, worker: int) -> int | None:
+        """The first slot of ``worker``'s ring that holds no batch, from where the last one was
+        taken on; waits while there is none. None once the main process has stopped reading
+        this epoch (a lent slot must never be written while the consumer may hold its batch)."""
+        busy = self.busy.numpy()[worker]
+        stopped = self.stopped.numpy()
+        while True:
+            if stopped[0] >= self._generation:
+                return None
+            for step in range(self.slots):
+                slot = (self._next + step) % self.slots
+                if not busy[slot]:
+                    self._next = slot + 1
+                    return slot
             time.sleep(POLL_SECONDS)
 
-    # -- main-process side ------------------------------------------------------------------
-    def receive(self, message: SharedBatch) -> dict[str, np.ndarray]:
-        """The batch of ``message`` as a flat dict of numpy arrays in this process's own memory;
-        the slot is free for its worker again when this returns."""
-        key = (message.worker, message.slot)
-        if message.storage is not None:
-            self._views[key] = message.storage.numpy()
-        memory = self._views[key]
-        arrays = {}
-        for name, dtype, shape, offset in message.layout:
-            dtype = np.dtype(dtype)
-            nbytes = math.prod(shape) * dtype.itemsize
-            arrays[name] = memory[offset : offset + nbytes].view(dtype).reshape(shape).copy()
-        self.consumed.numpy()[message.worker] += 1
-        return arrays
 
-    def stop(self) -> None:
-        """Release every worker waiting for a slot (the main process stops reading)."""
-        self.consumed[-1] = 1
-        self._views.clear()
+def _nbytes(dtype: str, shape: tuple[int, ...]) -> int:
+    return math.prod(shape) * np.dtype(dtype).itemsize
+
+
+_TORCH_DTYPES: dict[str, torch.dtype] = {}
+
+
+def _torch_dtype(dtype: str) -> torch.dtype:
+    """The torch dtype of a numpy dtype string (as ``torch.from_numpy`` would make it)."""
+    found = _TORCH_DTYPES.get(dtype)
+    if found is None:
+        found = _TORCH_DTYPES[dtype] = torch.from_numpy(np.empty(0, dtype)).dtype
+    return found
 
 
 def _plain_allocate(key: str, shape: tuple[int, ...], dtype) -> np.ndarray:

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from hepnn.data.batching import nest_observers, to_torch
 from hepnn.data.dataset import ChunkedRootDataset
-from hepnn.data.handoff import BatchHandoff, SharedBatch
+from hepnn.data.handoff import LEND, BatchHandoff, SharedBatch
 
 
 @functools.cache
@@ -67,9 +67,12 @@ class BatchLoader(DataLoader):
     """A DataLoader (``batch_size=None``) for :class:`~hepnn.data.dataset.ChunkedRootDataset`.
 
     With workers, each builds its batches directly in a ring of shared-memory slots and sends
-    only where they lie (:mod:`hepnn.data.handoff`); here, in the main process, each batch is
-    copied out of its slot and turned into tensors. Without workers, batches are built here,
-    taken from the dataset directly.
+    only where they lie (:mod:`hepnn.data.handoff`); here, in the main process, each batch
+    becomes tensors that are views of its slot (copies, while the consumer holds several
+    batches). The workers persist from epoch to epoch (``persistent_workers``, on by default):
+    each epoch's number and the batches to skip reach them through shared memory, so a new
+    epoch starts without starting processes. Without workers, batches are built here, taken
+    from the dataset directly.
     """
 
     def __init__(
@@ -85,45 +88,65 @@ class BatchLoader(DataLoader):
             "multiprocessing_context": worker_context() if num_workers > 0 else None,
             "batch_size": None,
             "collate_fn": keep_as_is,
-            "persistent_workers": False,
+            "persistent_workers": num_workers > 0,
             "prefetch_factor": prefetch if num_workers > 0 else None,
         }
         options.update(kwargs)
         super().__init__(dataset, num_workers=num_workers, pin_memory=pin_memory, **options)
+        self._handoff: BatchHandoff | None = None
 
     def __iter__(self) -> Iterator[dict]:
         dataset = self.dataset
         if self.num_workers == 0 and isinstance(dataset, ChunkedRootDataset):
             yield from self._in_process(dataset)
             return
-        handoff = None
+        shared = self.num_workers > 0 and isinstance(dataset, ChunkedRootDataset)
+        # whether super().__iter__() starts workers (persistent ones start once)
+        starting = not (self.persistent_workers and self._iterator is not None)
         with batch_system_signals_blocked():  # the worker processes and their helpers start here
-            if self.num_workers > 0 and isinstance(dataset, ChunkedRootDataset):
-                # slots per worker: more than the batches a worker may have in flight
-                handoff = BatchHandoff(self.num_workers, (self.prefetch_factor or 2) + 2, dataset.batch_size)
+            if shared and starting:
+                # slots per worker: the batches a worker may have in flight, those lent, and one more
+                slots = (self.prefetch_factor or 2) + LEND + 2
+                self._handoff = BatchHandoff(self.num_workers, slots, dataset.batch_size)
                 # What workers must know from this process, read when they receive the dataset below:
                 # they are not forked from it, so they cannot ask torch.distributed for the rank.
                 position = dataset.process_position
                 dataset.process_position = dataset.position()
-                dataset.handoff = handoff
+                dataset.handoff = self._handoff
+            handoff = self._handoff if shared else None
+            if handoff is not None:
+                handoff.begin_epoch(dataset.epoch, dataset.resume_after)
             try:
                 iterator = super().__iter__()
             finally:
-                if handoff is not None:
+                if shared and starting:
                     dataset.process_position = position
                     dataset.handoff = None
+        if handoff is not None:
+            handoff.reclaim()  # the workers have acknowledged the new epoch
         try:
             for batch in iterator:
                 if isinstance(batch, SharedBatch):
                     batch = nest_observers(handoff.receive(batch))
                 yield to_torch(batch, self.pin_memory)
+        except GeneratorExit:  # the consumer stopped early (limit_*_batches)
+            raise
+        except BaseException:  # workers that failed are not reused: the next epoch starts new ones
+            self._discard_workers(iterator)
+            raise
         finally:
-            # a loop that stops early (limit_*_batches) must not leave worker processes behind
             if handoff is not None:
                 handoff.stop()
-            shutdown = getattr(iterator, "_shutdown_workers", None)
-            if shutdown is not None:
-                shutdown()
+            if not self.persistent_workers:
+                # a loop that stops early must not leave worker processes behind
+                self._discard_workers(iterator)
+
+    def _discard_workers(self, iterator) -> None:
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        if self._iterator is iterator:
+            self._iterator = None
 
     def _in_process(self, dataset: ChunkedRootDataset) -> Iterator[dict]:
         """Batches built in this process, straight from the dataset: the DataLoader's

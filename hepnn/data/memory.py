@@ -1,11 +1,11 @@
 """Keeping freed memory in a DataLoader worker instead of returning it to the system.
 
-Every epoch starts fresh worker processes. glibc's allocator hands large blocks back to the
-system when they are freed (``munmap``, or trimming the top of the heap) until its thresholds
-have adapted, so a fresh worker touches new pages for every chunk's arrays: each page fault
-zeroes 4 KiB, which cost a worker about half as much again as the work itself (0.3 of 0.6 CPU
-seconds per 200k jets). A worker lives for one epoch and its memory is bounded by
-``chunk_size``/``buffer_size``, so it can keep what it freed and reuse it.
+Worker processes start fresh (once per loader; every epoch without persistent workers). glibc's
+allocator hands large blocks back to the system when they are freed (``munmap``, or trimming
+the top of the heap) until its thresholds have adapted, so a fresh worker touches new pages for
+every chunk's arrays: each page fault zeroes 4 KiB, which cost a worker about half as much
+again as the work itself (0.3 of 0.6 CPU seconds per 200k jets). A worker's memory is bounded
+by ``chunk_size``/``buffer_size``, so it can keep what it freed and reuse it.
 """
 
 from __future__ import annotations
