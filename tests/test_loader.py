@@ -589,6 +589,18 @@ def test_persistent_workers_follow_the_epochs(event_files):
             np.testing.assert_array_equal(ours[key].numpy(), reference[key].numpy(), err_msg=key)
 
 
+def test_the_datamodule_keeps_its_loaders_for_their_workers_to_persist(event_files):
+    """Lightning asks for loaders every epoch (the trainer reloads them for the epoch's chunk
+    order): each split's loader is the same object, with the epoch set, until the datasets change."""
+    dm = RootDataModule(**event_config(f"{event_files}/*.root", num_workers=2, batch_size=16))
+    dm.setup()
+    train, val = dm.train_dataloader(), dm.val_dataloader()
+    assert dm.train_dataloader() is train and dm.val_dataloader() is val and dm.test_dataloader() is not val
+    assert train.persistent_workers and train.dataset is dm.datasets["train"]
+    dm.setup()
+    assert dm.train_dataloader().dataset is dm.datasets["train"]
+
+
 SIGNALS_SCRIPT = """
 import os, signal, sys
 from multiprocessing import forkserver, resource_tracker

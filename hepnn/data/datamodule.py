@@ -116,6 +116,7 @@ class RootDataModule(L.LightningDataModule):
         self.skipped_files: list[str] = []
         self.split_files: dict[str, list[InputFile]] = {}
         self.datasets: dict[str, ChunkedRootDataset] = {}
+        self._loaders: dict[str, BatchLoader] = {}  # by split, for the dataset they were made for
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -271,15 +272,26 @@ class RootDataModule(L.LightningDataModule):
         }
 
     def _loader(self, split: str) -> BatchLoader:
+        """A new loader of ``split``."""
         return BatchLoader(self.datasets[split], num_workers=self.num_workers, pin_memory=self.pin_memory)
+
+    def _kept_loader(self, split: str) -> BatchLoader:
+        """The loader of ``split``, the same object every time (for the same dataset): the trainer
+        asks for loaders every epoch (see :meth:`train_dataloader`), and a loader kept keeps its
+        worker processes running (``persistent_workers``) instead of starting new ones."""
+        loader = self._loaders.get(split)
+        if loader is None or loader.dataset is not self.datasets[split]:
+            loader = self._loaders[split] = self._loader(split)
+        return loader
 
     def train_dataloader(self) -> BatchLoader:
         # Lightning sets epochs only on samplers; an iterable dataset learns it here. The trainer
-        # config reloads dataloaders every epoch, so each epoch gets its own chunk order.
+        # config reloads dataloaders every epoch, so each epoch gets its own chunk order; the loader
+        # itself is kept, and passes the epoch on to its running workers.
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
             self.datasets["train"].set_epoch(trainer.current_epoch, self._batches_already_trained(trainer))
-        return self._loader("train")
+        return self._kept_loader("train")
 
     def _batches_already_trained(self, trainer) -> int:
         """Batches of the current epoch trained before the checkpoint this fit resumed from.
@@ -296,10 +308,10 @@ class RootDataModule(L.LightningDataModule):
         return progress[1] if progress[0] == trainer.current_epoch else 0
 
     def val_dataloader(self) -> BatchLoader:
-        return self._loader("val")
+        return self._kept_loader("val")
 
     def test_dataloader(self) -> BatchLoader:
-        return self._loader("test")
+        return self._kept_loader("test")
 
     def predict_dataloader(self) -> BatchLoader:
         return self._loader("test")

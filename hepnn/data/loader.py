@@ -6,6 +6,7 @@ import contextlib
 import functools
 import multiprocessing
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -26,7 +27,10 @@ def worker_context() -> multiprocessing.context.BaseContext:
     single-threaded process that imported the loader once; workers fork from it quickly.
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["hepnn.data.dataset"])
+    # Lightning, when the process already uses it: a worker unpickles Lightning's worker_init_fn
+    # (seed_everything(workers=True)), which would import it in every new worker (2-3 CPU seconds)
+    in_use = [name for name in ("lightning.pytorch",) if name.partition(".")[0] in sys.modules]
+    context.set_forkserver_preload(["hepnn.data.dataset", *in_use])
     return context
 
 
