@@ -55,16 +55,17 @@ def test_copied_batches_keep_their_values_when_the_slot_is_reused():
 def test_lent_slots_are_views_never_reused_while_any_view_of_them_lives():
     handoff = BatchHandoff(num_workers=1, slots=4, max_rows=8, lend=1)
     first = handoff.receive(handoff.publish(0, make_build(0, 8)))
-    arena = first["jets"].untyped_storage().data_ptr()
+    arena = handoff._arenas[0].storage.data_ptr()  # slot 0's shared memory ("jets" comes first)
+    assert first["jets"].data_ptr() == arena  # the slot's memory itself, not a copy
     kept_view = first["jets"][2:5]  # a view keeps the slot lent after the batch itself is gone
-    # the slot's memory itself, not a copy; the other slots are free
-    assert handoff.busy.tolist() == [[1, 0, 0, 0]]
+    assert handoff.busy.tolist() == [[1, 0, 0, 0]]  # the other slots are free
     copies = []
     for number in range(1, 7):  # the one slot that may be lent is: these are copied, their slots freed
         message = handoff.publish(0, make_build(number, 8))
         assert message.slot != 0
         copies.append(handoff.receive(message))
-        assert copies[-1]["jets"].untyped_storage().data_ptr() != arena
+        in_ring = [a.storage.data_ptr() for a in handoff._arenas]
+        assert copies[-1]["jets"].data_ptr() not in in_ring
     del first
     gc.collect()
     assert handoff.busy.tolist() == [[1, 0, 0, 0]]
@@ -80,7 +81,7 @@ def test_lent_slots_are_views_never_reused_while_any_view_of_them_lives():
         message = handoff.publish(0, make_build(9, 8))
         slots.append(message.slot)
         batch = handoff.receive(message)
-    assert batch["jets"].untyped_storage().data_ptr() == arena
+    assert batch["jets"].data_ptr() == arena
 
 
 def test_a_worker_waits_for_a_free_slot_until_the_main_process_releases_it_or_stops():

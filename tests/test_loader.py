@@ -597,8 +597,10 @@ def test_the_datamodule_keeps_its_loaders_for_their_workers_to_persist(event_fil
     train, val = dm.train_dataloader(), dm.val_dataloader()
     assert dm.train_dataloader() is train and dm.val_dataloader() is val and dm.test_dataloader() is not val
     assert train.persistent_workers and train.dataset is dm.datasets["train"]
-    dm.setup()
-    assert dm.train_dataloader().dataset is dm.datasets["train"]
+    dm.datasets = {}
+    dm.setup()  # new datasets: a new loader for them
+    again = dm.train_dataloader()
+    assert again is not train and again.dataset is dm.datasets["train"]
 
 
 SIGNALS_SCRIPT = """
