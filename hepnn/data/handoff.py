@@ -2,10 +2,11 @@
 
 A plain DataLoader pickles every batch through a pipe, or moves each tensor's memory to a new
 shared-memory segment; either costs the main process about as much as building the batch. Here
-each worker owns a ring of ``slots`` shared-memory arenas, allocated with its first batch, and
-builds each batch directly in a free arena. Through the pipe goes only a small :class:`SharedBatch`
-message (worker, slot, where each array lies; the arena's memory itself only the first time a
-slot is used).
+each worker owns ``slots`` shared-memory arenas and builds each batch directly in a free one,
+always the lowest-numbered: a worker creates an arena only when it first needs it, so it
+creates (and the main process maps) only as many as it has batches in flight or lent at once.
+Through the pipe goes only a small :class:`SharedBatch` message (worker, slot, where each array
+lies; the arena's memory itself only the first time a slot is used).
 
 The main process lends the arena itself to the consumer: the batch's tensors are views of the
 slot's shared memory, and the slot becomes free again when the last of them (or of any view
@@ -98,7 +99,7 @@ class BatchHandoff:
 
     def __init__(self, num_workers: int, slots: int, max_rows: int, lend: int = LEND):
         if slots < lend + 2:
-            raise ValueError(f"a shared-memory ring lending {lend} slots needs at least {lend + 2} of them")
+            raise ValueError(f"a worker lending {lend} shared-memory slots needs at least {lend + 2} of them")
         self.slots = slots
         self.max_rows = max_rows
         self.lend = lend
@@ -112,8 +113,8 @@ class BatchHandoff:
         self.stopped = torch.full((1,), -1, dtype=torch.int64).share_memory_()  # last generation stopped
         self._views: dict[tuple[int, int], np.ndarray] = {}  # main process: arenas by (worker, slot)
         self._lent: list[set[int]] = [set() for _ in range(num_workers)]  # main process: slots lent
-        self._arenas: list[Arena] = []  # worker: its ring
-        self._next = 0  # worker: the slot to try first
+        self._arenas: list[Arena | None] = []  # worker: its arenas by slot, each made when first used
+        self._capacity = 0  # worker: bytes per arena, from its first batch
         self._generation = 0  # worker: that of the epoch it builds batches of
 
     def __getstate__(self):
@@ -121,7 +122,7 @@ class BatchHandoff:
         state["_views"] = {}
         state["_lent"] = []
         state["_arenas"] = []
-        state["_next"] = 0
+        state["_capacity"] = 0
         state["_generation"] = 0
         return state
 
@@ -182,7 +183,7 @@ class BatchHandoff:
 
     def stop(self) -> None:
         """The main process stops reading this epoch: workers still building one of its batches
-        build it outside the ring (it is discarded) instead of waiting for a slot."""
+        build it outside the slots (it is discarded) instead of waiting for a slot."""
         self.stopped[0] = self.control[0]
 
     # -- worker side ------------------------------------------------------------------------
@@ -203,36 +204,38 @@ class BatchHandoff:
             build(_plain_allocate)
             return SharedBatch(worker, -1, [])
         if not self._arenas:
-            arrays = build(_plain_allocate)
-            rows = len(next(iter(arrays.values())))
-            capacity = capacity_for(arrays, rows, self.max_rows)
-            self._arenas = [Arena(capacity, self.max_rows) for _ in range(self.slots)]
-            arena = self._arenas[slot]
-            for key, array in arrays.items():
-                np.copyto(arena.allocate(key, array.shape, array.dtype), array)
-        else:
-            arena = self._arenas[slot]
+            self._arenas = [None] * self.slots
+        arena = self._arenas[slot]
+        if arena is not None:
             arena.reset()
             build(arena.allocate)
+        elif self._capacity:
+            arena = self._arenas[slot] = Arena(self._capacity, self.max_rows)
+            build(arena.allocate)
+        else:  # the first batch: its arrays tell how large an arena must be
+            arrays = build(_plain_allocate)
+            rows = len(next(iter(arrays.values())))
+            self._capacity = capacity_for(arrays, rows, self.max_rows)
+            arena = self._arenas[slot] = Arena(self._capacity, self.max_rows)
+            for key, array in arrays.items():
+                np.copyto(arena.allocate(key, array.shape, array.dtype), array)
         storage = None if self.mapped.numpy()[worker, slot] else arena.storage
         self.generation.numpy()[worker, slot] = self._generation
         self.busy.numpy()[worker, slot] = 1
         return SharedBatch(worker, slot, list(arena.layout), storage)
 
     def _free_slot(self, worker: int) -> int | None:
-        """The first slot of ``worker``'s ring that holds no batch, from where the last one was
-        taken on; waits while there is none. None once the main process has stopped reading
-        this epoch (a lent slot must never be written while the consumer may hold its batch)."""
+        """The lowest-numbered slot of ``worker`` that holds no batch; waits while there is
+        none. None once the main process has stopped reading this epoch (a lent slot must never
+        be written while the consumer may hold its batch)."""
         busy = self.busy.numpy()[worker]
         stopped = self.stopped.numpy()
         while True:
             if stopped[0] >= self._generation:
                 return None
-            for step in range(self.slots):
-                slot = (self._next + step) % self.slots
-                if not busy[slot]:
-                    self._next = slot + 1
-                    return slot
+            free = np.flatnonzero(busy == 0)
+            if len(free):
+                return int(free[0])
             time.sleep(POLL_SECONDS)
 
 

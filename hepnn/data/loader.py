@@ -70,13 +70,12 @@ def keep_as_is(batch):
 class BatchLoader(DataLoader):
     """A DataLoader (``batch_size=None``) for :class:`~hepnn.data.dataset.ChunkedRootDataset`.
 
-    With workers, each builds its batches directly in a ring of shared-memory slots and sends
-    only where they lie (:mod:`hepnn.data.handoff`); here, in the main process, each batch
-    becomes tensors that are views of its slot (copies, while the consumer holds several
-    batches). The workers persist from epoch to epoch (``persistent_workers``, on by default):
-    each epoch's number and the batches to skip reach them through shared memory, so a new
-    epoch starts without starting processes. Without workers, batches are built here, taken
-    from the dataset directly.
+    With workers, each builds its batches directly in shared-memory slots and sends only where
+    they lie (:mod:`hepnn.data.handoff`); here, in the main process, each batch becomes tensors
+    that are views of its slot (copies, while the consumer holds several batches). The workers
+    persist from epoch to epoch (``persistent_workers``, on by default): each epoch's number and
+    the batches to skip reach them through shared memory, so a new epoch starts without starting
+    processes. Without workers, batches are built here, taken from the dataset directly.
     """
 
     def __init__(
