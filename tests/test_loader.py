@@ -647,6 +647,58 @@ def test_workers_and_their_helpers_ignore_the_batch_systems_signals(event_files)
     assert "died unexpectedly" not in result.stderr, result.stderr[-3000:]
 
 
+MAIN_MODULE_PROBE = """
+import gc
+import sys
+
+import torch
+from torch.utils.data import IterableDataset
+
+from hepnn.data.loader import BatchLoader
+
+
+class Probe(IterableDataset):
+    def __iter__(self):
+        # this module runs again in the worker as __mp_main__; under its own name it is there
+        # only if the fork server imported it
+        yield {
+            "preloaded": torch.tensor("main_module_probe" in sys.modules),
+            "frozen": torch.tensor(gc.get_freeze_count()),
+        }
+
+
+if __name__ == "__main__":
+    assert gc.get_freeze_count() == 0  # only the fork server freezes its objects
+    batch = next(iter(BatchLoader(Probe(), num_workers=1)))
+    print("preloaded", bool(batch["preloaded"]), "frozen", int(batch["frozen"]))
+"""
+
+
+def test_the_fork_server_imports_the_module_run_with_python_m_and_freezes_its_imports(tmp_path):
+    """``python -m hepnn.train``: every new worker runs the main module's top level again, so the
+    fork server imports it once and the workers find its imports (Hydra) done. The objects of the
+    fork server's imports are frozen: the workers' garbage collections skip them (and so do not
+    copy the memory pages they share with the fork server)."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "main_module_probe.py").write_text(MAIN_MODULE_PROBE)
+    environment = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "main_module_probe"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    words = result.stdout.split()
+    assert words[:3] == ["preloaded", "True", "frozen"], result.stdout
+    assert int(words[3]) > 100_000, result.stdout  # torch, numpy, awkward, uproot: about 400k
+
+
 def test_reading_ahead_gives_the_same_batches(event_files):
     """A background thread reading chunks ahead changes nothing in what the epochs deliver."""
     epochs = {}
