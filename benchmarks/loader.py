@@ -22,6 +22,9 @@ Every row reads all of them once, after one untimed pass that puts the files in 
 The hepnn rows come for each number of workers and each ``--read-ahead`` depth (chunks read and
 preprocessed ahead by a background thread of each worker, or of this process without workers).
 
+The benchmark process keeps the memory it frees (:func:`hepnn.utils.memory.keep_freed_memory`), as
+the training process does by default, for every row (the limit's included); its workers always do.
+
 Ratios are to the ``uproot.iterate`` row of the same run: ``/limit`` compares best passes;
 ``paired /limit`` runs a pass of the limit right before every pass of every row and gives the
 median (and range) of the pass-by-pass ratios, which a machine whose speed drifts during the run
@@ -47,6 +50,7 @@ from hepnn.data.source import inspect_files, plan_chunks
 from hepnn.data.spec import DataSpec
 from hepnn.rootio import write_tree
 from hepnn.utils.config import project_root
+from hepnn.utils.memory import keep_freed_memory
 
 TREE = "tree"
 
@@ -135,6 +139,7 @@ def main() -> None:
     parser.add_argument("--read-ahead", default="0,1", help="read-ahead depths to compare")
     parser.add_argument("--repeat", type=int, default=2, help="timed passes per row; the best is kept")
     args = parser.parse_args()
+    keep_freed_memory()  # as the training process does (keep_freed_memory: true)
 
     cfg = data_config()
     paths = benchmark_files(cfg, args.files, args.jets_per_file, args.basket)

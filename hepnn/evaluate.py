@@ -31,6 +31,7 @@ from hepnn.callbacks import (
 from hepnn.errors import ConfigError, find_input_error, report_input_errors
 from hepnn.training import figures_of_test, format_summary, quiet_known_noise
 from hepnn.utils.config import config_dir, register_resolvers
+from hepnn.utils.memory import keep_freed_memory
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -229,6 +230,8 @@ def evaluate(cfg: DictConfig) -> dict:
     where the outputs went)."""
     start = time.perf_counter()
     quiet_known_noise()
+    if cfg.get("keep_freed_memory", True):
+        keep_freed_memory()
     path = Path(cfg.ckpt_path).expanduser().resolve()
     checkpoint = load_checkpoint(path)
     config = stored_config(checkpoint, path)

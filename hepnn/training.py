@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from hepnn.callbacks import RootPredictionWriter, StoreConfigInCheckpoint, TrainingThroughput
 from hepnn.errors import ConfigError
 from hepnn.preemption import CheckpointOnSignal, Preempted, requeue, resume_checkpoint
+from hepnn.utils.memory import keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ def train(cfg: DictConfig) -> dict:
     """
     start = time.perf_counter()
     quiet_known_noise()
+    if cfg.get("keep_freed_memory", True):
+        keep_freed_memory()
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = check_ckpt_path(cfg.get("ckpt_path"))
     if ckpt_path is None and cfg.get("resume", True):

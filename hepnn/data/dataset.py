@@ -29,13 +29,13 @@ from torch.utils.data import IterableDataset, get_worker_info
 from hepnn.data.batching import BatchBuilder, nest_observers
 from hepnn.data.cache import ChunkCache
 from hepnn.data.handoff import BatchHandoff
-from hepnn.data.memory import keep_freed_memory
 from hepnn.data.preprocess import ChunkData, preprocess_chunk
 from hepnn.data.readahead import ReadAhead
 from hepnn.data.sharding import Piece, batch_plan, batches_before, deal
 from hepnn.data.source import Chunk, DataInputError, open_tree, read_entries
 from hepnn.data.spec import DataSpec
 from hepnn.errors import ConfigError
+from hepnn.utils.memory import keep_freed_memory
 
 MAX_OPEN_FILES = 32  # per process; each open file holds a file descriptor and a memory map
 
@@ -202,7 +202,7 @@ class ChunkedRootDataset(IterableDataset):
                 f"dataset was set up for {self.num_workers} workers but the DataLoader has {info.num_workers}"
             )
         if info is not None:
-            keep_freed_memory()  # a fresh process (see hepnn.data.memory)
+            keep_freed_memory()  # a fresh process (see hepnn.utils.memory)
         if self.handoff is not None:
             # a worker of a BatchLoader, persistent or not: this epoch's settings come from there
             self.epoch, self.resume_after = self.handoff.epoch_settings()
