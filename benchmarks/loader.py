@@ -1,6 +1,7 @@
 """Loader speed: jets/s from ROOT files to ready batches, side by side with a plain uproot read.
 
     python benchmarks/loader.py [--files 4] [--jets-per-file 50000] [--workers 1,2] [--read-ahead 0,1]
+                                [--repeat 2] [--keep-freed-memory]
 
 The input: the default top-tagging sample (generated first if missing) re-written as
 ``--files`` TTrees of ``--jets-per-file`` jets each (the sample's jets repeated in a seeded
@@ -22,8 +23,10 @@ Every row reads all of them once, after one untimed pass that puts the files in 
 The hepnn rows come for each number of workers and each ``--read-ahead`` depth (chunks read and
 preprocessed ahead by a background thread of each worker, or of this process without workers).
 
-The benchmark process keeps the memory it frees (:func:`hepnn.utils.memory.keep_freed_memory`), as
-the training process does by default, for every row (the limit's included); its workers always do.
+The benchmark process runs with glibc's default allocator, as a plain ``uproot.iterate`` would;
+``--keep-freed-memory`` makes it keep the memory it frees (:func:`hepnn.utils.memory.keep_freed_memory`,
+what the training process does by default) for every row, the limit's included. DataLoader
+workers always do.
 
 Ratios are to the ``uproot.iterate`` row of the same run: ``/limit`` compares best passes;
 ``paired /limit`` runs a pass of the limit right before every pass of every row and gives the
@@ -138,8 +141,14 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--read-ahead", default="0,1", help="read-ahead depths to compare")
     parser.add_argument("--repeat", type=int, default=2, help="timed passes per row; the best is kept")
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="this process keeps the memory it frees, as the training process does (every row)",
+    )
     args = parser.parse_args()
-    keep_freed_memory()  # as the training process does (keep_freed_memory: true)
+    if args.keep_freed_memory:
+        keep_freed_memory()
 
     cfg = data_config()
     paths = benchmark_files(cfg, args.files, args.jets_per_file, args.basket)
