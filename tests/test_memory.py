@@ -56,8 +56,9 @@ def test_training_and_evaluation_keep_freed_memory_unless_configured_not_to(keep
     (tmp_path / "summary.json").write_text('{"finished": true}')  # a finished run: nothing else runs
     cfg = compose_train(f"paths.output_dir={tmp_path}", f"keep_freed_memory={keep}")
     assert hepnn.training.train(cfg) == {"finished": True}
-    cfg = compose_evaluate(f"paths.output_dir={tmp_path}", f"ckpt_path={tmp_path}/none.ckpt")
-    cfg.keep_freed_memory = keep
+    cfg = compose_evaluate(
+        f"paths.output_dir={tmp_path}", f"ckpt_path={tmp_path}/none.ckpt", f"keep_freed_memory={keep}"
+    )
     with pytest.raises(hepnn.evaluate.CheckpointError):  # after the setting, before any work
         hepnn.evaluate.evaluate(cfg)
     assert calls == (["train", "evaluate"] if keep else [])

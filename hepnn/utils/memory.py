@@ -1,10 +1,11 @@
 """Keeping freed memory in a process instead of returning it to the system (glibc ``mallopt``).
 
-glibc's allocator serves large blocks with ``mmap`` and hands them back to the system when they
-are freed (``munmap``, or trimming the top of the heap), at most 32 MB below its adaptive
-threshold. The next block of that size then comes as fresh pages, each zeroed by the kernel on
-its first touch (a page fault). A loader epoch or a training step allocates and frees the same
-large arrays again and again, so a process paid those page faults over and over:
+glibc's allocator serves blocks above its mmap threshold (128 KB at first, raised as such
+blocks are freed, to at most 32 MB) with ``mmap`` and hands them back to the system when they are
+freed (``munmap``); free memory at the top of its heap goes back too (trimming). The next block
+then comes as fresh pages, each zeroed by the kernel on its first touch (a page fault). A loader
+epoch or a training step allocates and frees the same large arrays again and again, so a process
+paid those page faults over and over:
 
 - a fresh DataLoader worker: about 0.3 of its 0.6 CPU seconds per 200k jets went to page faults;
 - the training process: 4-28k page faults per epoch of the loader benchmark without workers,
