@@ -43,7 +43,7 @@ class GroupLayout:
             out,
             mask,
             np.ascontiguousarray(dest, dtype=np.int64),
-            np.ascontiguousarray(data.values, dtype=np.float32),
+            data.values,  # float32, contiguous (JaggedColumns)
             np.ascontiguousarray(data.offsets, dtype=np.int64),
             np.ascontiguousarray(rows, dtype=np.int64),
             self.center,
@@ -53,16 +53,6 @@ class GroupLayout:
             np.float32(self.group.pad_value),
             bool(self.reverse),
         )
-
-
-def gather_elements(data: JaggedColumns, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The elements of entries ``rows`` (all of them, in that order) and their offsets."""
-    starts = data.offsets[rows]
-    counts = data.offsets[rows + 1] - starts
-    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    index = np.arange(offsets[-1], dtype=np.int64) + np.repeat(starts - offsets[:-1], counts)
-    return data.values[index], offsets
 
 
 class ImageLayout:
@@ -80,8 +70,8 @@ class ImageLayout:
     def fill(self, out: np.ndarray, data: JaggedColumns, rows: np.ndarray) -> None:
         from hepnn.data.images import pixelize
 
-        elements, offsets = gather_elements(data, rows)
-        eta, phi, intensity, channel = elements.T
+        elements, offsets = data.elements(rows)
+        eta, phi, intensity, channel = elements
         pixelize(eta, phi, intensity, channel.astype(np.int64), offsets, self.grid, self.shape[0], out=out)
 
     def finish(self, images: np.ndarray, rng: np.random.Generator | None) -> None:

@@ -30,7 +30,7 @@ from hepnn.errors import ConfigError
 
 CACHE_MODES = (None, "memory", "disk")
 _MEMORY_ENV = "HEPNN_MEMORY_CACHE_DIR"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 def spec_hash(spec: DataSpec) -> str:

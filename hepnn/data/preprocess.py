@@ -1,16 +1,18 @@
 """Vectorised conversion of a chunk of ROOT entries into the arrays batches are cut from.
 
 Input: the awkward record array read for a chunk. Output: a :class:`ChunkData` with one row per
-selected entry. Jagged input groups stay jagged but flat: one float32 array ``(n_elements, C)``
-of raw feature values (already in the group's order) plus offsets, 4-5 times smaller than the
-padded form; padding, clipping to length and standardisation happen once, when a batch is
-assembled (:mod:`hepnn.data.batching`). Per-entry arrays (per-entry input groups, standardised;
-``label``, ``targets``, ``weight``, observers, provenance ``file_index``/``entry``) are plain
-numpy arrays. All work is whole-array awkward/numpy; there is no loop over entries.
+selected entry. Jagged input groups stay jagged but flat: one float32 array of raw feature
+values, entry by entry (already in the group's order; :class:`JaggedColumns`), plus offsets,
+4-5 times smaller than the padded form; padding, clipping to length and standardisation happen
+once, when a batch is assembled (:mod:`hepnn.data.batching`). Per-entry arrays (per-entry input
+groups, standardised; ``label``, ``targets``, ``weight``, observers, provenance
+``file_index``/``entry``) are plain numpy arrays. All work is whole-array awkward/numpy or
+compiled (numba); there is no Python loop over entries.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import awkward as ak
@@ -18,7 +20,7 @@ import numpy as np
 
 from hepnn.data.expressions import ExpressionError, VariableResolver
 from hepnn.data.jagged import FlatJagged, as_awkward
-from hepnn.data.kernels import interleave_column
+from hepnn.data.kernels import block_column
 from hepnn.data.spec import DataSpec, InputGroup
 from hepnn.errors import InputError
 
@@ -32,19 +34,67 @@ class DataValueError(InputError):
 
 @dataclass
 class JaggedColumns:
-    """Raw values of a jagged group.
+    """Raw feature values of a jagged group, entry by entry.
 
-    ``values[offsets[i]:offsets[i + 1], c]`` are the values of feature ``c`` for the elements of
-    entry ``i``: the features of an entry are contiguous in memory, which makes gathering
-    shuffled entries into a batch cache-friendly.
+    ``values`` is flat float32, in blocks: entry ``i``, with ``n = offsets[i + 1] - offsets[i]``
+    elements, owns ``values[C * offsets[i]:C * offsets[i + 1]]`` (``C = n_features``), and the
+    ``n`` values of feature ``c`` lie at ``c * n`` in its block. An entry is one contiguous block
+    (gathering shuffled entries into a batch stays cache-friendly), and each of its features one
+    contiguous run (copied into the batch's ``(B, C, length)`` rows with vector instructions).
     """
 
     values: np.ndarray
     offsets: np.ndarray
+    n_features: int
 
     @property
     def counts(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+    @classmethod
+    def from_columns(
+        cls, columns: Sequence[np.ndarray], offsets: np.ndarray
+    ) -> tuple[JaggedColumns, list[int]]:
+        """The blocks of ``columns`` (one array per feature, its values for all elements, entry
+        after entry), and how many values of each are NaN or inf."""
+        n_features = len(columns)
+        values = np.empty(n_features * int(offsets[-1]), dtype=np.float32)
+        bad = [
+            block_column(np.ascontiguousarray(column, dtype=np.float32), offsets, c, n_features, values)
+            for c, column in enumerate(columns)
+        ]
+        return cls(values, offsets, n_features), bad
+
+    def replace_feature(self, c: int, column: np.ndarray) -> None:
+        """Overwrite feature ``c`` of every element with ``column`` (in element order)."""
+        block_column(
+            np.ascontiguousarray(column, dtype=np.float32), self.offsets, c, self.n_features, self.values
+        )
+
+    def select(self, start: int, stop: int) -> JaggedColumns:
+        """Entries ``start:stop``, sharing memory (their blocks are contiguous)."""
+        offsets = self.offsets[start : stop + 1]
+        first, last = int(offsets[0]), int(offsets[-1])
+        return JaggedColumns(
+            self.values[self.n_features * first : self.n_features * last], offsets - first, self.n_features
+        )
+
+    def elements(self, rows: np.ndarray, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(C, k)`` features of the elements of entries ``rows`` (in that order; their first
+        ``limit`` elements), with offsets of the ``k`` elements by row."""
+        rows = np.asarray(rows, dtype=np.int64)
+        counts = self.offsets[rows + 1] - self.offsets[rows]
+        kept = counts if limit is None else np.minimum(counts, limit)
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(kept, out=offsets[1:])
+        position = np.arange(offsets[-1], dtype=np.int64) + np.repeat(
+            self.n_features * self.offsets[rows] - offsets[:-1], kept
+        )
+        run = np.repeat(counts, kept)  # each element's feature c lies c * (its entry's count) further
+        out = np.empty((self.n_features, len(position)), dtype=self.values.dtype)
+        for c in range(self.n_features):
+            out[c] = self.values[position + c * run]
+        return out, offsets
 
 
 @dataclass
@@ -59,10 +109,7 @@ class ChunkData:
 
     def select(self, rows: slice) -> ChunkData:
         """The entries ``rows`` (a slice) of this chunk, sharing memory where possible."""
-        jagged = {}
-        for name, group in self.jagged.items():
-            offsets = group.offsets[rows.start : rows.stop + 1]
-            jagged[name] = JaggedColumns(group.values[offsets[0] : offsets[-1]], offsets - offsets[0])
+        jagged = {name: group.select(rows.start, rows.stop) for name, group in self.jagged.items()}
         return ChunkData(jagged, {k: v[rows] for k, v in self.columns.items()})
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -71,6 +118,7 @@ class ChunkData:
         for name, group in self.jagged.items():
             out[f"jag:{name}:values"] = group.values
             out[f"jag:{name}:offsets"] = group.offsets
+            out[f"jag:{name}:features"] = np.array([group.n_features], dtype=np.int64)
         return out
 
     @classmethod
@@ -82,7 +130,8 @@ class ChunkData:
                 data.columns[rest] = arrays[key]
             elif rest.endswith(":values"):
                 name = rest.removesuffix(":values")
-                data.jagged[name] = JaggedColumns(arrays[key], arrays[f"jag:{name}:offsets"])
+                features = int(arrays[f"jag:{name}:features"][0])
+                data.jagged[name] = JaggedColumns(arrays[key], arrays[f"jag:{name}:offsets"], features)
         return data
 
 
@@ -177,18 +226,16 @@ def build_jagged_group(
             raise DataValueError(f"{fwhere}: list lengths differ from those of '{first}' in the same group")
         columns.append(np.ascontiguousarray(flat, dtype=np.float32))
         names.append(fwhere)
-    # (elements, C): the features of one element side by side
-    values = np.empty((len(columns[0]), len(columns)), dtype=np.float32)
-    bad = [interleave_column(column, values, c) for c, column in enumerate(columns)]
+    if permutation is not None:
+        columns = [column[permutation] for column in columns]  # elements stay in their entry
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    jagged, bad = JaggedColumns.from_columns(columns, offsets)
     if any(bad):
         rows_of = np.repeat(np.arange(len(counts)), counts)
         for c, fwhere in enumerate(names):
             if bad[c]:  # raises, or replaces and counts
-                interleave_column(
-                    np.ascontiguousarray(nonfinite(columns[c], rows_of, fwhere), np.float32), values, c
-                )
-    if permutation is not None:
-        values = values[permutation]
+                jagged.replace_feature(c, nonfinite(columns[c], rows_of, fwhere))
     if group.on_empty == "error":
         empty = np.flatnonzero(counts == 0)
         if len(empty):
@@ -196,9 +243,7 @@ def build_jagged_group(
                 f"{where}: empty list in {_entries_text(empty, entries)} "
                 f"(data.inputs.{group.name}.on_empty=error)"
             )
-    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    return JaggedColumns(np.ascontiguousarray(values, dtype=np.float32), offsets)
+    return jagged
 
 
 IMAGE_COLUMNS = ("eta", "phi", "intensity", "channel")  # the columns of an image group's elements
@@ -257,8 +302,8 @@ def build_image_elements(
         flip=image.flip,
         subjet_radius=image.subjet_radius,
     )
-    values = np.stack([eta, phi, intensity, channel], axis=1).astype(np.float32)
-    return JaggedColumns(np.ascontiguousarray(values), offsets)
+    jagged, _ = JaggedColumns.from_columns([eta, phi, intensity, channel], offsets)  # checked above
+    return jagged
 
 
 def build_flat_group(group: InputGroup, resolve, n: int, source: str, nonfinite) -> np.ndarray:

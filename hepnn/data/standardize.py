@@ -86,10 +86,8 @@ def compute_standardization(
         for group, feature in wanted:
             index = [f.name for f in group.features].index(feature.name)
             if group.jagged:
-                columns = data.jagged[group.name]
-                counts = columns.counts
-                position = np.arange(len(columns.values)) - np.repeat(columns.offsets[:-1], counts)
-                values = columns.values[position < group.length, index]
+                jagged = data.jagged[group.name]
+                values = jagged.elements(np.arange(len(jagged.counts)), group.length)[0][index]
             else:
                 values = data.columns[group.name][:, index].ravel()  # all values of shaped groups
             samples[(group.name, feature.name)].append(values)
