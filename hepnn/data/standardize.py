@@ -83,11 +83,14 @@ def compute_standardization(
         data = preprocess_chunk(
             arrays, unstandardised, chunk.file_index, chunk.start, chunk.describe(spec.tree)
         )
+        kept: dict[str, np.ndarray] = {}  # per jagged group: (C, k) its first `length` elements
         for group, feature in wanted:
             index = [f.name for f in group.features].index(feature.name)
             if group.jagged:
-                jagged = data.jagged[group.name]
-                values = jagged.elements(np.arange(len(jagged.counts)), group.length)[0][index]
+                if group.name not in kept:
+                    jagged = data.jagged[group.name]
+                    kept[group.name] = jagged.elements(np.arange(len(jagged.counts)), group.length)[0]
+                values = kept[group.name][index]
             else:
                 values = data.columns[group.name][:, index].ravel()  # all values of shaped groups
             samples[(group.name, feature.name)].append(values)
