@@ -65,7 +65,7 @@ class Arena:
     def allocate(self, key: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         dtype = np.dtype(dtype)
         shape = tuple(map(int, shape))
-        offset = -(-self.used // ALIGN) * ALIGN
+        offset = _aligned(self.used)
         nbytes = math.prod(shape) * dtype.itemsize  # Python ints: np.prod costs more than the rest
         if offset + nbytes > len(self.bytes) or (shape and shape[0] > self.max_rows):
             raise AssertionError(
