@@ -591,7 +591,8 @@ def test_persistent_workers_follow_the_epochs(event_files):
 
 def test_the_datamodule_keeps_its_loaders_for_their_workers_to_persist(event_files):
     """Lightning asks for loaders every epoch (the trainer reloads them for the epoch's chunk
-    order): each split's loader is the same object, with the epoch set, until the datasets change."""
+    order): each split's loader is the same object until the datasets change (the epochs reaching
+    its workers: test_persistent_workers_follow_the_epochs)."""
     dm = RootDataModule(**event_config(f"{event_files}/*.root", num_workers=2, batch_size=16))
     dm.setup()
     train, val = dm.train_dataloader(), dm.val_dataloader()
