@@ -19,9 +19,11 @@ class RecordingLoad:
         self.hold = hold
         self.fail = fail
         self.release = threading.Event()
+        self.holding = threading.Event()  # set once the held piece has started to be read
 
     def __call__(self, piece: int) -> str:
         if piece == self.hold:
+            self.holding.set()
             self.release.wait(timeout=10)
         if piece == self.fail:
             raise DataInputError(f"piece {piece}: file.root (tree 'tree', entries 0-10) is corrupt")
@@ -84,8 +86,9 @@ def test_closing_drops_pieces_not_yet_read_and_waits_for_the_thread():
     load = RecordingLoad(hold=1)
     reader = ReadAhead(load, list(range(5)), depth=3)
     reader.get(0)
+    assert load.holding.wait(timeout=10)  # piece 1 is being read (held); 2 and 3 wait
     threading.Timer(0.2, load.release.set).start()
-    reader.close()  # piece 1 is being read (held), 2 and 3 wait: they are never read
+    reader.close()  # waits for piece 1; 2 and 3 are never read
     assert [piece for piece, _ in load.calls] == [0, 1]
     assert not any(t.name.startswith("hepnn-read-ahead") and t.is_alive() for t in threading.enumerate())
 
