@@ -700,6 +700,56 @@ def test_the_fork_server_imports_the_module_run_with_python_m_and_freezes_its_im
     assert int(words[3]) > 100_000, result.stdout  # torch, numpy, awkward, uproot: about 400k
 
 
+MAIN_SCRIPT_PROBE = """
+import os
+import sys
+
+import torch
+from torch.utils.data import IterableDataset
+
+import script_import_probe  # records the process that imported it
+from hepnn.data.loader import MAIN_SCRIPT_VARIABLE, BatchLoader
+
+RAN_IN = os.getpid()  # the process that ran this script's top level (again, as __mp_main__)
+
+
+class Probe(IterableDataset):
+    def __iter__(self):
+        main = sys.modules["__mp_main__"]
+        yield {
+            "script_ran_here": torch.tensor(main.RAN_IN == os.getpid()),
+            "import_done_here": torch.tensor(script_import_probe.IMPORTED_IN == os.getpid()),
+            "variable_left": torch.tensor(MAIN_SCRIPT_VARIABLE in os.environ),
+        }
+
+
+if __name__ == "__main__":
+    batches = [next(iter(BatchLoader(Probe(), num_workers=2))) for _ in range(2)]
+    for batch in batches:
+        print(*(f"{key}={bool(value)}" for key, value in batch.items()))
+    print("variable_set_here", MAIN_SCRIPT_VARIABLE in os.environ)
+"""
+
+
+def test_the_fork_server_runs_the_script_run_with_python_once_for_all_workers(tmp_path):
+    """``python script.py``: every new worker would run the script's top level again (and import
+    what it imports); the fork server runs it once, and the workers of every loader find it done.
+    The script's path reaches the fork server through the environment only while it starts."""
+    import subprocess
+    import sys
+
+    (tmp_path / "probe_script.py").write_text(MAIN_SCRIPT_PROBE)
+    (tmp_path / "script_import_probe.py").write_text("import os\n\nIMPORTED_IN = os.getpid()\n")
+    result = subprocess.run(
+        [sys.executable, "probe_script.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    expected = "script_ran_here=False import_done_here=False variable_left=False"
+    assert lines == [expected, expected, "variable_set_here False"], result.stdout
+    assert "could not run" not in result.stderr, result.stderr[-3000:]
+
+
 def test_reading_ahead_gives_the_same_batches(event_files):
     """A background thread reading chunks ahead changes nothing in what the epochs deliver."""
     epochs = {}

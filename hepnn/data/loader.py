@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import multiprocessing
+import multiprocessing.forkserver
+import multiprocessing.spawn
+import os
 import signal
 import sys
 import threading
@@ -30,10 +33,39 @@ def worker_context() -> multiprocessing.context.BaseContext:
     # Lightning, when the process already uses it: a worker unpickles Lightning's worker_init_fn
     # (seed_everything(workers=True)), which would import it in every new worker (2-3 CPU seconds)
     in_use = [name for name in ("lightning.pytorch",) if name.partition(".")[0] in sys.modules]
+    # the script this process runs, if any: run once there (see start_fork_server)
+    script = ["hepnn.data.forkserver_main"] if main_script() else []
     # last: freeze the objects of these imports, so that the workers' collections skip them
-    preload = ["hepnn.data.dataset", *in_use, *main_module(), "hepnn.data.forkserver_freeze"]
+    preload = ["hepnn.data.dataset", *in_use, *main_module(), *script, "hepnn.data.forkserver_freeze"]
     context.set_forkserver_preload(preload)
     return context
+
+
+# How start_fork_server tells the fork server the script to run (hepnn.data.forkserver_main)
+MAIN_SCRIPT_VARIABLE = "HEPNN_FORK_SERVER_MAIN_SCRIPT"
+
+
+def start_fork_server() -> None:
+    """Start the workers' fork server (:func:`worker_context`) unless it runs already.
+
+    It runs the script this process runs (:func:`main_script`) once, before it forks any
+    worker, with multiprocessing's own function for that. The script's path reaches it through
+    the environment, set only while it starts (its command line carries module names only).
+    Call with the batch system's signals blocked (:func:`batch_system_signals_blocked`).
+    """
+    script = main_script()
+    if script is None:
+        multiprocessing.forkserver.ensure_running()
+        return
+    previous = os.environ.get(MAIN_SCRIPT_VARIABLE)
+    os.environ[MAIN_SCRIPT_VARIABLE] = script
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        if previous is None:
+            del os.environ[MAIN_SCRIPT_VARIABLE]
+        else:
+            os.environ[MAIN_SCRIPT_VARIABLE] = previous
 
 
 def main_module() -> list[str]:
@@ -52,6 +84,19 @@ def main_module() -> list[str]:
     if not name or name == "__main__" or name.endswith(".__main__"):
         return []
     return [name]
+
+
+def main_script() -> str | None:
+    """The script this process runs (``python path/to/script.py``), as new processes get it.
+
+    multiprocessing has every new worker run it again, as ``__mp_main__``, before the worker
+    starts, and so import what it imports: a script that imports Hydra's config tools pays about
+    0.05 s per worker. The fork server runs it once instead (:mod:`hepnn.data.forkserver_main`),
+    and the workers, forked from there, find it has run. Python's own ``'__main__'`` preload of
+    the fork server would do that, but in Python 3.11 it never receives the path it looks for.
+    ``None`` for ``python -m`` (:func:`main_module`), ``python -c`` and interactive sessions.
+    """
+    return multiprocessing.spawn.get_preparation_data("hepnn").get("init_main_from_path")
 
 
 # The warning a batch system sends every process of a job before its time limit (--signal: SIGUSR2
@@ -127,6 +172,8 @@ class BatchLoader(DataLoader):
         # whether super().__iter__() starts workers (persistent ones start once)
         starting = not (self.persistent_workers and self._iterator is not None)
         with batch_system_signals_blocked():  # the worker processes and their helpers start here
+            if starting and self.num_workers > 0 and self.multiprocessing_context is worker_context():
+                start_fork_server()
             if shared and starting:
                 # slots per worker: the batches a worker may have in flight, those lent, and one more
                 slots = (self.prefetch_factor or 2) + LEND + 2
