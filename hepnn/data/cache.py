@@ -1,7 +1,7 @@
 """A cache of preprocessed chunks, so that epochs after the first skip ROOT reading and preprocessing.
 
-One file per chunk (raw arrays behind a JSON header, read back as a memory map), under a
-directory named by a hash of the data spec: a
+One file per chunk (raw arrays behind a JSON header, read back as a read-only memory map), under
+a directory named by a hash of the data spec: a
 changed spec (variables, inputs, standardisation, selection, labels, ...) uses a new directory,
 and a changed input file has a new identity (its ROOT UUID), so stale data is never read. Files
 are written under a temporary name and renamed, so a crash leaves no partial entry.
@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,9 @@ from hepnn.errors import ConfigError
 CACHE_MODES = (None, "memory", "disk")
 _MEMORY_ENV = "HEPNN_MEMORY_CACHE_DIR"
 FORMAT_VERSION = 3
+# Bytes of chunk files a process keeps mapped between loads (see ChunkCache). Page tables for all
+# of it, once touched, take 1/512 of that: 16 MiB.
+MAPPED_BYTES_LIMIT = 8 * 2**30
 
 
 def spec_hash(spec: DataSpec) -> str:
@@ -91,12 +95,12 @@ def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def map_arrays(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of a :func:`write_arrays` file as views of one private memory map (no copy)."""
+    """The arrays of a :func:`write_arrays` file as read-only views of one memory map (no copy)."""
     with open(path, "rb") as handle:
         size = int.from_bytes(handle.read(HEADER_BYTES), "little")
         layout = json.loads(handle.read(size))
     start = -(-(HEADER_BYTES + size) // ALIGN) * ALIGN
-    mapped = np.memmap(path, dtype=np.uint8, mode="c")  # copy-on-write: writable views, nothing copied
+    mapped = np.memmap(path, dtype=np.uint8, mode="r")
     arrays = {}
     for name, entry in layout.items():
         dtype = np.dtype(entry["dtype"])
@@ -112,20 +116,52 @@ class ChunkCache:
 
     Each chunk is one file read back as a memory map: loading costs no copy, and in ``/dev/shm``
     the pages are shared by every process that reads the chunk.
+
+    A process keeps the chunks it mapped mapped, up to ``mapped_bytes_limit`` bytes (the least
+    recently loaded go first), so that later epochs find them mapped. Mapping a chunk anew costs
+    one page fault per 64 KiB that is read from it, every epoch: 4.7k faults per cached epoch of
+    the loader benchmark (200k jets, 296 MB of chunks), and kept maps made that epoch take 0.78
+    of the time (median of 20 alternated epochs without workers, 19 faster). Keeping a map adds
+    no memory in ``/dev/shm`` (the pages are the file's) and only clean, reclaimable page cache
+    on disk; a process's resident size counts the mapped pages it has read, as every process
+    that maps the same file does.
     """
 
-    def __init__(self, directory: str | os.PathLike):
+    def __init__(self, directory: str | os.PathLike, mapped_bytes_limit: int = MAPPED_BYTES_LIMIT):
         self.directory = Path(directory)
+        self.mapped_bytes_limit = mapped_bytes_limit
+        self._mapped: OrderedDict[Path, dict[str, np.ndarray]] = OrderedDict()  # oldest first
+        self._mapped_bytes = 0
+
+    def __getstate__(self):
+        state = self.__dict__.copy()  # a worker maps its chunks itself
+        state["_mapped"] = OrderedDict()
+        state["_mapped_bytes"] = 0
+        return state
 
     def _path(self, chunk) -> Path:
         return self.directory / f"{chunk.file_id}_{chunk.start}_{chunk.stop}.chunk"
 
     def load(self, chunk) -> ChunkData | None:
-        """The cached chunk, or None if it is not cached yet."""
+        """The cached chunk (read-only arrays), or None if it is not cached yet."""
+        path = self._path(chunk)
+        arrays = self._mapped.get(path)
+        if arrays is not None:
+            self._mapped.move_to_end(path)
+            return ChunkData.from_arrays(arrays)
         try:
-            return ChunkData.from_arrays(map_arrays(self._path(chunk)))
+            arrays = map_arrays(path)
         except FileNotFoundError:
             return None
+        self._keep(path, arrays)
+        return ChunkData.from_arrays(arrays)
+
+    def _keep(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
+        self._mapped[path] = arrays
+        self._mapped_bytes += sum(a.nbytes for a in arrays.values())
+        while self._mapped_bytes > self.mapped_bytes_limit and len(self._mapped) > 1:
+            _, oldest = self._mapped.popitem(last=False)  # unmapped once nothing else uses it
+            self._mapped_bytes -= sum(a.nbytes for a in oldest.values())
 
     def store(self, chunk, data: ChunkData) -> None:
         """Cache ``data`` for ``chunk`` (atomically; concurrent writers of the same chunk are harmless)."""

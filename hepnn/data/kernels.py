@@ -1,6 +1,6 @@
 """Compiled (numba) loops of the loader: the few steps that numpy cannot do in one pass.
 
-Each kernel has one explicit signature, so it is compiled once and then loaded from numba's
+Each kernel has explicit signatures, so it is compiled once and then loaded from numba's
 on-disk cache by every process (DataLoader workers included) instead of being recompiled for
 each new argument layout. Callers pass C-contiguous arrays of exactly these types.
 """
@@ -66,13 +66,29 @@ def block_column(column, offsets, c, n_channels, out):
     return bad
 
 
-FILL_SIGNATURE = (
-    "void(float32[:, :, ::1], boolean[:, ::1], int64[::1], float32[::1], int64[::1], int64[::1], "
-    "float32[::1], float32[::1], float32[::1], float32[::1], float32, boolean)"
-)
+def fill_signature(chunk_readonly: bool):
+    """The types of :func:`fill_padded`; the chunk's ``values`` and ``offsets`` read-only or not
+    (chunks loaded from the cache are read-only memory maps, freshly read ones are not)."""
+    values = types.Array(types.float32, 1, "C", readonly=chunk_readonly)
+    offsets = types.Array(types.int64, 1, "C", readonly=chunk_readonly)
+    floats, integers = types.Array(types.float32, 1, "C"), types.Array(types.int64, 1, "C")
+    return types.void(
+        types.Array(types.float32, 3, "C"),  # out
+        types.Array(types.boolean, 2, "C"),  # mask
+        integers,  # dest
+        values,
+        offsets,
+        integers,  # rows
+        floats,  # center
+        floats,  # inv_scale
+        floats,  # low
+        floats,  # high
+        types.float32,  # pad_value
+        types.boolean,  # reverse
+    )
 
 
-@numba.njit(FILL_SIGNATURE, cache=True, nogil=True)
+@numba.njit([fill_signature(False), fill_signature(True)], cache=True, nogil=True)
 def fill_padded(out, mask, dest, values, offsets, rows, center, inv_scale, low, high, pad_value, reverse):
     """Write entries ``rows`` of a jagged group into batch rows ``dest`` of ``out``/``mask``.
 
