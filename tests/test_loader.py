@@ -13,7 +13,7 @@ import uproot
 
 from hepnn.data import standardize
 from hepnn.data.datamodule import RootDataModule
-from hepnn.data.preprocess import DataValueError
+from hepnn.data.preprocess import ChunkData, DataValueError
 from hepnn.data.sharding import batch_plan, batches_before, deal
 from hepnn.data.source import DataInputError
 from hepnn.data.spec import DataSpec
@@ -286,6 +286,46 @@ def test_automatic_standardisation_is_cached_invalidated_and_checkpointed(event_
     changed.setup()
     assert changed.spec.standardization()["jets"]["jet_logpt"] != pytest.approx([center, scale])
     assert len(list((tmp_path / "cache").glob("standardization-*.json"))) == 2
+
+
+def test_compacting_the_stores_bounds_their_memory_and_changes_no_batch(event_files, monkeypatch):
+    """A store (a read piece) lives while one of its entries waits in the reservoir, and the last
+    ones wait long: the sparsest stores' waiting entries are copied together once the stores hold
+    more than twice the entries waiting. The batches stay exactly the same."""
+    from hepnn.data import dataset as dataset_module
+
+    real = dataset_module.compact_stores
+
+    def epochs(compact: bool) -> tuple[list[dict], list[tuple]]:
+        held = []  # after each call: (entries the stores hold, entries waiting in them, compacted)
+
+        def recording(stores, live_store, live_row, new_id, **kwargs):
+            compacted = compact and real(stores, live_store, live_row, new_id, **kwargs)
+            owned = [i for i, data in stores.items() if isinstance(data, ChunkData)]
+            held.append((sum(len(stores[i]) for i in owned), np.isin(live_store, owned).sum(), compacted))
+            return compacted
+
+        monkeypatch.setattr(dataset_module, "compact_stores", recording)
+        dm = RootDataModule(
+            **event_config(f"{event_files}/*.root", chunk_size=20, buffer_size=100, batch_size=32)
+        )
+        dm.setup()
+        batches = []
+        for epoch in range(2):
+            dm.datasets["train"].set_epoch(epoch)
+            batches += all_batches(dm, "train")
+        return batches, held
+
+    plain, held_plain = epochs(compact=False)
+    compacted, held = epochs(compact=True)
+    assert len(plain) == len(compacted) > 10
+    for a, b in zip(plain, compacted, strict=True):
+        for key in ("jets", "jet_mask", "event", "label", "entry", "file_index", "weight"):
+            np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+    assert sum(c for *_, c in held) >= 5  # it did compact
+    assert all(entries <= 2 * waiting for entries, waiting, _ in held)
+    assert any(entries > 3 * waiting for entries, waiting, _ in held_plain)  # what it prevents
+    assert max(e for e, *_ in held) < 0.7 * max(e for e, *_ in held_plain)
 
 
 def test_per_split_files(event_files):
@@ -608,6 +648,7 @@ SIGNALS_SCRIPT = """
 import os, signal, sys
 from multiprocessing import forkserver, resource_tracker
 from hepnn.data.datamodule import RootDataModule
+from hepnn.data.preprocess import ChunkData
 
 config = {config!r}
 dm = RootDataModule(**config)

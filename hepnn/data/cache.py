@@ -148,13 +148,13 @@ class ChunkCache:
         arrays = self._mapped.get(path)
         if arrays is not None:
             self._mapped.move_to_end(path)
-            return ChunkData.from_arrays(arrays)
+            return ChunkData.from_arrays(arrays, mapped=True)
         try:
             arrays = map_arrays(path)
         except FileNotFoundError:
             return None
         self._keep(path, arrays)
-        return ChunkData.from_arrays(arrays)
+        return ChunkData.from_arrays(arrays, mapped=True)
 
     def _keep(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
         self._mapped[path] = arrays

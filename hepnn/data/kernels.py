@@ -66,6 +66,23 @@ def block_column(column, offsets, c, n_channels, out):
     return bad
 
 
+TAKE_SIGNATURE = "int64(float32[::1], int64[::1], int64[::1], int64, float32[::1])"
+
+
+@numba.njit(TAKE_SIGNATURE, cache=True, nogil=True)
+def take_blocks(values, offsets, rows, n_channels, out):
+    """Copy the blocks of entries ``rows`` (entry-blocked layout of
+    :class:`hepnn.data.preprocess.JaggedColumns`, ``n_channels`` features) one after the other
+    into ``out``; returns the number of values written."""
+    position = 0
+    for k in range(rows.shape[0]):
+        start = n_channels * offsets[rows[k]]
+        stop = n_channels * offsets[rows[k] + 1]
+        out[position : position + stop - start] = values[start:stop]
+        position += stop - start
+    return position
+
+
 def fill_signature(chunk_readonly: bool):
     """The types of :func:`fill_padded`; the chunk's ``values`` and ``offsets`` read-only or not
     (chunks loaded from the cache are read-only memory maps, freshly read ones are not)."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from hepnn.data.expressions import ExpressionError, VariableResolver
 from hepnn.data.jagged import FlatJagged, as_awkward
-from hepnn.data.kernels import block_column
+from hepnn.data.kernels import block_column, take_blocks
 from hepnn.data.spec import DataSpec, InputGroup
 from hepnn.errors import InputError
 
@@ -79,6 +79,21 @@ class JaggedColumns:
             self.values[self.n_features * first : self.n_features * last], offsets - first, self.n_features
         )
 
+    @classmethod
+    def gather(cls, parts: Sequence[tuple[JaggedColumns, np.ndarray]]) -> JaggedColumns:
+        """A copy of entries ``rows`` of each ``(group, rows)`` part, one part after the other."""
+        n_features = parts[0][0].n_features
+        counts = [group.offsets[rows + 1] - group.offsets[rows] for group, rows in parts]
+        offsets = np.zeros(sum(len(c) for c in counts) + 1, dtype=np.int64)
+        np.cumsum(np.concatenate(counts), out=offsets[1:])
+        values = np.empty(n_features * int(offsets[-1]), dtype=np.float32)
+        position = 0
+        for group, rows in parts:
+            rows = np.ascontiguousarray(rows, dtype=np.int64)
+            offsets_in = np.ascontiguousarray(group.offsets, dtype=np.int64)
+            position += take_blocks(group.values, offsets_in, rows, n_features, values[position:])
+        return cls(values, offsets, n_features)
+
     def elements(self, rows: np.ndarray, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(C, k)`` features of the elements of entries ``rows`` (in that order; their first
         ``limit`` elements), with offsets of the ``k`` elements by row."""
@@ -99,10 +114,15 @@ class JaggedColumns:
 
 @dataclass
 class ChunkData:
-    """The preprocessed entries of one chunk (after the selection)."""
+    """The preprocessed entries of one chunk (after the selection).
+
+    ``mapped``: the arrays are read-only memory maps of the chunk cache (:mod:`hepnn.data.cache`),
+    not memory of this process's heap.
+    """
 
     jagged: dict[str, JaggedColumns] = field(default_factory=dict)
     columns: dict[str, np.ndarray] = field(default_factory=dict)
+    mapped: bool = False
 
     def __len__(self) -> int:
         return len(self.columns["entry"])
@@ -110,7 +130,20 @@ class ChunkData:
     def select(self, rows: slice) -> ChunkData:
         """The entries ``rows`` (a slice) of this chunk, sharing memory where possible."""
         jagged = {name: group.select(rows.start, rows.stop) for name, group in self.jagged.items()}
-        return ChunkData(jagged, {k: v[rows] for k, v in self.columns.items()})
+        return ChunkData(jagged, {k: v[rows] for k, v in self.columns.items()}, self.mapped)
+
+    @classmethod
+    def gather(cls, parts: Sequence[tuple[ChunkData, np.ndarray]]) -> ChunkData:
+        """A copy of entries ``rows`` of each ``(chunk, rows)`` part, one part after the other."""
+        first = parts[0][0]
+        jagged = {
+            name: JaggedColumns.gather([(data.jagged[name], rows) for data, rows in parts])
+            for name in first.jagged
+        }
+        columns = {
+            key: np.concatenate([data.columns[key][rows] for data, rows in parts]) for key in first.columns
+        }
+        return cls(jagged, columns)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Flat name -> array mapping (for ``np.savez``); :meth:`from_arrays` inverts it."""
@@ -122,8 +155,8 @@ class ChunkData:
         return out
 
     @classmethod
-    def from_arrays(cls, arrays) -> ChunkData:
-        data = cls()
+    def from_arrays(cls, arrays, mapped: bool = False) -> ChunkData:
+        data = cls(mapped=mapped)
         for key in arrays:
             kind, _, rest = key.partition(":")
             if kind == "col":
