@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hepnn.data.kernels import fill_padded
-from hepnn.data.preprocess import JaggedColumns
+from hepnn.data.preprocess import ChunkData, JaggedColumns
 
 
 def padded_reference(columns, offsets, rows, length, center, scale, low, high, pad_value, reverse):
@@ -55,6 +55,41 @@ def test_the_entry_blocks_hold_each_entry_feature_after_feature():
     np.testing.assert_array_equal(part.elements(np.arange(10))[0], columns[:, offsets[10] : offsets[20]])
     jagged.replace_feature(1, np.zeros(offsets[-1], dtype=np.float32))
     assert not jagged.elements(np.arange(50))[0][1].any()
+
+
+def test_gathering_entries_of_several_chunks_copies_their_blocks_in_order():
+    """What compacting the shuffle reservoir does: chosen entries of several chunks (any order,
+    empty entries included) copied into one chunk, per-entry columns of any shape alongside."""
+    rng = np.random.default_rng(5)
+    chunks, parts = [], []
+    for n_entries, rows in ((30, [29, 0, 4, 4, 11]), (20, [7]), (25, list(range(24, -1, -3)))):
+        columns, offsets = random_jagged(rng, n_entries, 3)
+        jagged, _ = JaggedColumns.from_columns(list(columns), offsets)
+        per_entry = {
+            "entry": np.arange(n_entries) + 100 * len(chunks),
+            "targets": rng.normal(size=(n_entries, 2)),
+        }
+        chunks.append((columns, offsets))
+        parts.append((ChunkData({"particles": jagged}, per_entry), np.array(rows)))
+    gathered = ChunkData.gather(parts)
+    assert len(gathered) == 5 + 1 + 9 and not gathered.mapped
+    expected = np.concatenate(
+        [
+            columns[:, offsets[r] : offsets[r + 1]]
+            for (columns, offsets), (_, rows) in zip(chunks, parts, strict=True)
+            for r in rows
+        ],
+        axis=1,
+    )
+    particles = gathered.jagged["particles"]
+    np.testing.assert_array_equal(particles.elements(np.arange(len(gathered)))[0], expected)
+    counts = [np.diff(offsets)[rows] for (_, offsets), (_, rows) in zip(chunks, parts, strict=True)]
+    np.testing.assert_array_equal(particles.counts, np.concatenate(counts))
+    for key in ("entry", "targets"):
+        np.testing.assert_array_equal(
+            gathered.columns[key], np.concatenate([d.columns[key][r] for d, r in parts])
+        )
+    assert not np.shares_memory(particles.values, parts[0][0].jagged["particles"].values)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
