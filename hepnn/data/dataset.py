@@ -93,6 +93,7 @@ def compact_stores(
     parts, position = [], 0
     for i in chosen:
         where = np.flatnonzero(live_store == i)
+        where = where[np.argsort(live_row[where])]  # copied in the order they lie in memory
         parts.append((stores.pop(i), live_row[where]))
         live_store[where] = new_id
         live_row[where] = np.arange(position, position + len(where))
