@@ -648,7 +648,6 @@ SIGNALS_SCRIPT = """
 import os, signal, sys
 from multiprocessing import forkserver, resource_tracker
 from hepnn.data.datamodule import RootDataModule
-from hepnn.data.preprocess import ChunkData
 
 config = {config!r}
 dm = RootDataModule(**config)
