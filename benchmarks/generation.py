@@ -1,96 +1,112 @@
-"""Jet generation speed: Pythia vs detector+clustering per process, and whole samples by worker count.
+"""Jet generation speed: Pythia alone (multiple parton interactions on and off) beside the whole
+generator (detector, FastJet, substructure, truth matching, ROOT writing), measured in one run.
 
-    python benchmarks/generation.py [--jets 1000] [--workers 1,2]
+    python benchmarks/generation.py [--jets 2000] [--workers 1,2] [--sample toptag]
 
-Prints one table measured in one run: rows 1-2 time the two stages of one worker for each
-process (Pythia event generation; detector simulation, FastJet clustering and jet selection);
-the following rows generate the same sample (both processes) with 1 and with N worker
-processes, including process start-up and ROOT writing.
+Rows, per process of the sample (one worker, the sample's own settings):
+
+- ``Pythia alone, MPI off`` / ``MPI on``: ``Pythia.nextBatch`` of the sample's batch size, events/s,
+  and the jets/s they would give at the jets-per-event rate the generator measured;
+- ``generator, 1 worker``: :func:`hepnn.sim.sample.generate_shard` writing one shard of ``--jets``
+  jets (everything but process start-up), jets/s;
+
+then the whole sample (all processes, ``--jets`` each) produced by :func:`generate_sample` with
+each worker count of ``--workers``, process start-up included: jets/s in all and per worker.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
+from pathlib import Path
 
-import numpy as np
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-from hepnn.sim import detector, jets
-from hepnn.sim.sample import SampleConfig, generate_sample
-
-PROCESSES = {"ttbar": "Tbqq", "qcd": "QCD"}
-
-
-def stage_timing(process_name: str, n_jets: int, events_per_batch: int = 200) -> dict:
-    """Seconds spent in Pythia and in the detector/clustering stage to get ``n_jets`` jets."""
-    process = jets.PROCESSES[process_name]
-    pythia = jets.make_pythia(process, jets.PythiaSetup(), seed=12345)
-    charges = jets.ChargeTable(pythia.particleData)
-    rng = np.random.default_rng(1)
-    t_pythia = t_rest = 0.0
-    n_events = n_found = 0
-    while n_found < n_jets:
-        t0 = time.perf_counter()
-        events = pythia.nextBatch(events_per_batch)
-        t1 = time.perf_counter()
-        columns = jets.jets_from_events(
-            events, process, charges, rng, detector.DetectorConfig(), jets.JetSelection()
-        )
-        t_rest += time.perf_counter() - t1
-        t_pythia += t1 - t0
-        n_events += len(events)
-        n_found += len(columns["jet_pt"])
-    return {"events": n_events, "jets": n_found, "pythia_s": t_pythia, "rest_s": t_rest}
+from hepnn.sim import jets
+from hepnn.sim.sample import SampleConfig, generate_sample, generate_shard, plan_shards
+from hepnn.utils.config import config_dir, register_resolvers
 
 
-def sample_timing(n_jets: int, workers: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = SampleConfig.from_dict(
-            {
-                "output_dir": tmp,
-                "classes": ["QCD", "Tbqq"],
-                "seed": 7,
-                "workers": workers,
-                "jets_per_file": max(1, n_jets // workers),
-                "processes": {name: {"n_jets": n_jets, "label": label} for name, label in PROCESSES.items()},
-            }
-        )
-        report = generate_sample(cfg, progress_bar=False)
-    return {"jets": report.n_jets, "wall_s": report.wall_seconds}
+def sample_config(sample: str, output_dir: str, n_jets: int, workers: int) -> SampleConfig:
+    """The ``generate=<sample>`` configuration with ``n_jets`` per process in one file each."""
+    register_resolvers()
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        cfg = compose("generate", overrides=[f"generate={sample}", f"generate.output_dir={output_dir}"])
+    values = OmegaConf.to_container(cfg.generate, resolve=True)
+    for spec in values["processes"].values():
+        spec["n_jets"] = n_jets
+    values.update(jets_per_file=n_jets, workers=workers)
+    return SampleConfig.from_dict(values)
+
+
+def pythia_rate(cfg: SampleConfig, process: str, mpi: bool, n_events: int) -> float:
+    """Events/s of ``Pythia.nextBatch`` for ``process`` with the sample's settings, MPI on or off."""
+    setup = dataclasses.replace(jets.PythiaSetup.from_dict(cfg.pythia), mpi=mpi)
+    pythia = jets.make_pythia(jets.PROCESSES[process], setup, seed=12345)
+    pythia.nextBatch(min(50, n_events))  # warm-up
+    done, start = 0, time.perf_counter()
+    while done < n_events:
+        batch = min(cfg.events_per_batch, n_events - done)
+        done += len(pythia.nextBatch(batch))
+    return done / (time.perf_counter() - start)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jets", type=int, default=1000, help="jets per process")
+    parser.add_argument("--jets", type=int, default=2000, help="jets per process")
+    parser.add_argument("--sample", default="toptag", help="generate=<sample> config (toptag, qg, jets4)")
     parser.add_argument(
-        "--workers", default=f"1,{len(os.sched_getaffinity(0))}", help="worker counts to compare"
+        "--workers", default=f"1,{len(os.sched_getaffinity(0))}", help="worker counts for whole samples"
     )
     args = parser.parse_args()
 
-    print(f"{'measurement':<44}{'jets':>8}{'seconds':>10}{'jets/s':>10}{'jets/s/worker':>15}")
-    for name in PROCESSES:
-        t = stage_timing(name, args.jets)
-        total = t["pythia_s"] + t["rest_s"]
-        print(
-            f"{name + ': 1 worker, Pythia only':<44}{t['jets']:>8}{t['pythia_s']:>10.1f}"
-            f"{t['jets'] / t['pythia_s']:>10.1f}{'':>15}"
-        )
-        print(
-            f"{name + ': 1 worker, detector + FastJet + cuts':<44}{t['jets']:>8}{t['rest_s']:>10.1f}"
-            f"{t['jets'] / t['rest_s']:>10.1f}{'':>15}"
-        )
-        print(
-            f"{name + ': 1 worker, both stages':<44}{t['jets']:>8}{total:>10.1f}{t['jets'] / total:>10.1f}"
-            f"{t['jets'] / total:>15.1f}   ({t['events']} events, {t['jets'] / t['events']:.2f} jets/event)"
-        )
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = sample_config(args.sample, tmp, args.jets, workers=1)
+        print(f"sample {args.sample}: MPI {'on' if cfg.pythia.get('mpi') else 'off'} in its configuration")
+        for shard in plan_shards(cfg):
+            report = generate_shard(shard, cfg)
+            jets_per_event = report.n_jets / report.n_events
+            for mpi in (False, True):
+                rate = pythia_rate(cfg, shard.process, mpi, report.n_events)
+                label = f"{shard.process}: Pythia alone, MPI {'on' if mpi else 'off'}"
+                rows.append((label, report.n_events, rate, rate * jets_per_event, ""))
+            rows.append(
+                (
+                    f"{shard.process}: generator, 1 worker (with ROOT writing)",
+                    report.n_events,
+                    report.n_events / report.seconds,
+                    report.n_jets / report.seconds,
+                    f"{report.n_jets / report.seconds:.1f}",
+                )
+            )
+            Path(shard.path).unlink()
     for workers in (int(w) for w in args.workers.split(",")):
-        s = sample_timing(args.jets, workers)
-        print(
-            f"{f'ttbar+qcd sample, {workers} worker(s), with I/O':<44}{s['jets']:>8}{s['wall_s']:>10.1f}"
-            f"{s['jets'] / s['wall_s']:>10.1f}{s['jets'] / s['wall_s'] / workers:>15.1f}"
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = sample_config(args.sample, tmp, args.jets, workers=workers)
+            cfg = dataclasses.replace(cfg, jets_per_file=max(1, args.jets // workers))
+            report = generate_sample(cfg, progress_bar=False)
+        events = sum(r.n_events for r in report.generated)
+        rate = report.n_jets / report.wall_seconds
+        rows.append(
+            (
+                f"whole sample, {workers} worker(s), start-up included",
+                events,
+                events / report.wall_seconds,
+                rate,
+                f"{rate / workers:.1f}",
+            )
         )
+
+    print()
+    print("| measurement | events | events/s | jets/s | jets/s per worker |")
+    print("|---|---|---|---|---|")
+    for label, events, event_rate, jet_rate, per_worker in rows:
+        print(f"| {label} | {events} | {event_rate:.1f} | {jet_rate:.1f} | {per_worker} |")
 
 
 if __name__ == "__main__":

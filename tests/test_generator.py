@@ -9,9 +9,10 @@ import pytest
 import uproot
 
 from hepnn.errors import ConfigError
-from hepnn.sim.jets import JetSelection
+from hepnn.sim.jets import PROCESSES, JetSelection, PythiaSetup, make_pythia
 from hepnn.sim.sample import SCHEMA_VERSION, SampleConfig, check_manifest, generate_sample, plan_shards
-from tests.conftest import sample_config
+from hepnn.sim.substructure import BRANCHES as SUBSTRUCTURE_BRANCHES
+from tests.conftest import compose_generate, sample_config
 
 CELL_BRANCHES = [f"cell_{layer}_{x}" for layer in ("ecal", "hcal") for x in ("deta", "dphi", "energy")]
 
@@ -51,6 +52,7 @@ def test_files_follow_the_jetclass_schema(jet_sample):
         "jet_energy",
         "jet_mass",
         "jet_nparticles",
+        *SUBSTRUCTURE_BRANCHES,
         "label",
         "label_QCD",
         "label_Tbqq",
@@ -90,6 +92,37 @@ def test_top_jet_mass_peaks_near_the_top_mass_and_qcd_does_not(jet_sample):
     # truth: top jets are matched to a top quark close to the jet pT
     assert np.all(np.abs(top.aux_parton_pid) == 6)
     assert np.median(top.jet_pt / top.aux_parton_pt) == pytest.approx(1.0, abs=0.1)
+
+
+def test_top_jets_have_three_prongs_and_w_jets_two(jet_sample, jets4_sample):
+    top = read_process(jet_sample, "ttbar")
+    qcd = read_process(jet_sample, "qcd")
+    assert np.median(top.jet_tau32) < 0.8 * np.median(qcd.jet_tau32)
+    w = read_process(jets4_sample, "wqq")
+    assert np.median(w.jet_tau21) < 0.8 * np.median(qcd.jet_tau21)
+    assert np.median(w.jet_d2) < np.median(qcd.jet_d2)
+    for jets in (top, qcd, w):
+        # exclusive-kT axes are not the minimising ones: a few jets have tau2 > tau1 or tau3 > tau2
+        assert np.mean(jets.jet_tau1 >= jets.jet_tau2) > 0.9 and np.mean(jets.jet_tau2 >= jets.jet_tau3) > 0.9
+        assert np.all((jets.jet_tau32 >= 0) & (jets.jet_tau32 < 1.5) & (jets.jet_tau21 < 1.5))
+        assert np.all((jets.jet_ptd > 0) & (jets.jet_ptd <= 1) & (jets.jet_girth > 0))
+
+
+def test_resolved_pythia_settings_follow_each_reference_sample(tmp_path):
+    """No multiple parton interactions in the top-tagging conditions (toptag, jets4), the underlying
+    event on in the EnergyFlow quark/gluon conditions (qg), as Pythia itself reports them."""
+    for sample, process, mpi in (("toptag", "qcd", False), ("jets4", "wqq", False), ("qg", "zjet_g", True)):
+        cfg = compose_generate(sample, tmp_path / sample)
+        setup = PythiaSetup.from_dict(cfg.pythia)
+        assert setup.mpi is mpi
+        pythia = make_pythia(PROCESSES[process], setup, seed=3)
+        assert pythia.flag("PartonLevel:MPI") is mpi, sample
+        assert pythia.flag("HadronLevel:all") and pythia.parm("Beams:eCM") == 14000.0
+        assert pythia.parm("PhaseSpace:pTHatMin") == cfg.pythia["pthat_min"]
+    with pytest.raises(ConfigError, match=r"generate\.pythia\.mpi must be true or false, got 'no'"):
+        PythiaSetup.from_dict({"mpi": "no"})
+    with pytest.raises(ConfigError, match=r"generate\.pythia: unknown key\(s\) \['MPI'\]"):
+        PythiaSetup.from_dict({"MPI": False})
 
 
 def test_detector_objects_are_physical(jet_sample):
@@ -234,11 +267,13 @@ def test_quark_jets_have_fewer_constituents_than_gluon_jets(qg_sample):
     quark = read_process(qg_sample, "zjet_q")
     gluon = read_process(qg_sample, "zjet_g")
     assert len(quark) == len(gluon) == 120
-    assert np.all((np.abs(quark.aux_parton_pid) >= 1) & (np.abs(quark.aux_parton_pid) <= 5))
+    assert np.all((np.abs(quark.aux_parton_pid) >= 1) & (np.abs(quark.aux_parton_pid) <= 3))
     assert np.all(gluon.aux_parton_pid == 21)
     assert np.all(quark.label == 1) and np.all(quark.label_quark) and not np.any(quark.label_gluon)
-    # measured about 25 vs 40 constituents on average
     assert np.mean(quark.jet_nparticles) < 0.8 * np.mean(gluon.jet_nparticles)
+    # quark jets are narrower, with their pT in fewer particles
+    assert np.median(quark.jet_girth) < np.median(gluon.jet_girth)
+    assert np.median(quark.jet_ptd) > np.median(gluon.jet_ptd)
 
 
 def test_the_rapidity_cut_holds(qg_sample):
@@ -280,13 +315,14 @@ def test_qg_and_jets4_configs_compose_and_generate(qg_sample, jets4_sample):
     assert len(tops) == 30 and np.all(np.abs(tops.aux_parton_pid) == 6)
 
 
-@pytest.mark.parametrize("version", [None, 1])
+@pytest.mark.parametrize("version", [None, 1, 2])
 def test_a_sample_of_an_older_schema_is_refused(tmp_path, version):
     cfg = sample_config(tmp_path, n_jets=10, jets_per_file=10, workers=1, seed=3)
     old = cfg.physics_dict() | ({} if version is None else {"schema_version": version})
     (tmp_path / "manifest.json").write_text(json.dumps(old))
     message = (
-        rf"{re.escape(str(tmp_path))} holds a sample of schema version 1 .*cell_ecal_.*delete that directory"
+        rf"{re.escape(str(tmp_path))} holds a sample of schema version {version or 1} .*jet_tau1.*"
+        "delete that directory"
     )
     with pytest.raises(ConfigError, match=message):
         check_manifest(cfg)

@@ -1,8 +1,10 @@
 """Jets from Pythia 8 events, through the parametric detector, clustered with FastJet.
 
 Physics of the default top-tagging sample (the conditions of the public top-tagging reference
-sample): proton-proton collisions at sqrt(s) = 14 TeV; signal: hadronic ttbar (both W bosons
-forced to quarks); background: QCD dijets (``HardQCD:all``). The hard-process transverse
+sample, Kasieczka et al., arXiv:1902.09914): proton-proton collisions at sqrt(s) = 14 TeV,
+Pythia's default tune, no multiple parton interactions (``PythiaSetup.mpi``) and no pile-up;
+signal: hadronic ttbar (both W bosons forced to quarks); background: QCD dijets
+(``HardQCD:all``). The hard-process transverse
 momentum is restricted to a window around the jet-pT window so that most events give jets in
 range. Particles with c*tau > 10 mm are stable (K0S and Lambda reach the detector). Stable
 particles go through :mod:`hepnn.sim.detector`; tracks and calorimeter cells are clustered
@@ -21,14 +23,16 @@ Other processes (:data:`PROCESSES`):
   pT-hat window does not act on this 2 -> 1 process.
 - ``zjet_q`` / ``zjet_g``: Z(-> nu nu) + jet, q g -> Z q (quark jets) and q qbar -> Z g (gluon
   jets), pure Z (``WeakZ0:gmZmode = 2``). A jet is kept only if the nearest outgoing hard parton
-  (|status| 23) within R is a quark (|id| 1-5), respectively a gluon.
+  (|status| 23) within R is a light quark (u, d or s: |id| 1-3, as in the EnergyFlow quark/gluon
+  sample without b and c), respectively a gluon.
 
 Besides the particle-flow constituents (``part_*``; tracks are the entries with
 ``part_charge != 0``), every jet stores the cells the calorimeters measured from all particles
 (tracked ones included) within Delta R < R of the jet axis, for calorimeter jet images:
 ``cell_ecal_deta``, ``cell_ecal_dphi``, ``cell_ecal_energy`` and the same for ``hcal``
 (float32; deta = cell eta - jet eta, dphi wrapped into [-pi, pi) in rad, energy in GeV; cell
-centres; sorted by decreasing energy).
+centres; sorted by decreasing energy), and the substructure observables of its constituents
+(``jet_tau1`` ... ``jet_d2``, :mod:`hepnn.sim.substructure`).
 
 Everything here works on whole batches of events as awkward arrays; no Python loop runs over
 events, jets or particles.
@@ -36,7 +40,6 @@ events, jets or particles.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -44,7 +47,8 @@ import awkward as ak
 import numpy as np
 
 from hepnn.errors import ConfigError
-from hepnn.sim import detector
+from hepnn.sim import detector, substructure, truth
+from hepnn.sim.clustering import fastjet_module
 
 # Pythia settings shared by every process (beam energy and window are added per sample).
 COMMON_PYTHIA_SETTINGS = (
@@ -62,8 +66,8 @@ class Process:
 
     ``match`` is one of :data:`MATCHES`: ``"top_bqq"`` (the b and both W-decay quarks of one top
     inside the jet), ``"w_qq"`` / ``"z_qq"`` (both decay quarks of the W / Z inside the jet),
-    ``"quark"`` / ``"gluon"`` (the nearest hard parton of ``truth_status`` within R is a quark /
-    a gluon) or ``"none"``. ``truth_status`` selects the hard particles whose kinematics are
+    ``"quark"`` / ``"gluon"`` (the nearest hard parton of ``truth_status`` within R is a u, d or s
+    quark / a gluon) or ``"none"``. ``truth_status`` selects the hard particles whose kinematics are
     stored with each jet (the nearest within Delta R < R of ``truth_abs_ids``): |status| 62 for
     the top before its decay, 22 for a W or Z from a W' decay, 23 for the outgoing partons of
     the hard 2 -> 2 scattering.
@@ -130,7 +134,7 @@ PROCESSES: dict[str, Process] = {
 # Truth matchings on the decay quarks of a resonance: (|id| of the quarks' mothers, quarks required).
 _DECAY_MATCHES = {"top_bqq": ((6, 24), 3), "w_qq": ((24,), 2), "z_qq": ((23,), 2)}
 # Truth matchings on the nearest hard parton: its allowed |id|.
-_PARTON_MATCHES = {"quark": (1, 2, 3, 4, 5), "gluon": (21,)}
+_PARTON_MATCHES = {"quark": (1, 2, 3), "gluon": (21,)}
 MATCHES = ("none", *_DECAY_MATCHES, *_PARTON_MATCHES)
 
 
@@ -172,12 +176,42 @@ class JetSelection:
 
 @dataclass(frozen=True)
 class PythiaSetup:
-    """Beam energy and hard-process pT window (GeV) for Pythia; extra settings are appended."""
+    """Beam energy and hard-process pT window (GeV) for Pythia, multiple parton interactions (the
+    underlying event) on or off; extra settings are appended."""
 
     ecm: float = 14000.0
     pthat_min: float = 500.0
     pthat_max: float = 700.0
+    mpi: bool = False
     extra_settings: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, object] | None) -> PythiaSetup:
+        """Build from the ``generate.pythia`` mapping, naming the offending key on errors."""
+        values = dict(values or {})
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(
+                f"generate.pythia: unknown key(s) {sorted(unknown)}; expected some of "
+                f"{sorted(cls.__dataclass_fields__)}"
+            )
+        if "mpi" in values and not isinstance(values["mpi"], bool):
+            raise ConfigError(f"generate.pythia.mpi must be true or false, got {values['mpi']!r}")
+        if "extra_settings" in values:
+            extra = values["extra_settings"] or ()
+            if isinstance(extra, str) or not all(isinstance(line, str) for line in extra):
+                raise ConfigError(
+                    f"generate.pythia.extra_settings must be a list of Pythia setting lines, got {extra!r}"
+                )
+            values["extra_settings"] = tuple(extra)
+        for key in ("ecm", "pthat_min", "pthat_max"):
+            if key in values and not (
+                isinstance(values[key], int | float)
+                and not isinstance(values[key], bool)
+                and values[key] >= 0
+            ):
+                raise ConfigError(f"generate.pythia.{key} must be a non-negative number, got {values[key]!r}")
+        return cls(**values)
 
 
 def pythia_settings(process: Process, setup: PythiaSetup, seed: int) -> list[str]:
@@ -188,6 +222,7 @@ def pythia_settings(process: Process, setup: PythiaSetup, seed: int) -> list[str
         f"PhaseSpace:pTHatMin = {setup.pthat_min}",
         f"PhaseSpace:pTHatMax = {setup.pthat_max}",
         f"Random:seed = {seed}",
+        f"PartonLevel:MPI = {'on' if setup.mpi else 'off'}",
         *process.settings,
         *setup.extra_settings,
     ]
@@ -224,16 +259,6 @@ class ChargeTable:
         return self._cache[pdg_id]
 
 
-@functools.cache
-def _fastjet():
-    """The fastjet module with its per-process banner silenced (the README cites FastJet)."""
-    import fastjet
-    import fastjet._swig
-
-    fastjet._swig.ClusterSequence.set_fastjet_banner_stream(None)
-    return fastjet
-
-
 def _eta_phi(px, py, pz):
     return detector.pseudorapidity(px, py, pz), np.arctan2(py, px)
 
@@ -261,7 +286,7 @@ def jets_from_events(
         raise ValueError(
             f"process {process.name!r}: unknown truth matching {process.match!r}; known: {MATCHES}"
         )
-    fastjet = _fastjet()
+    fastjet = fastjet_module()
     prt = events.prt
     final = prt[prt.status > 0]
     counts = ak.to_numpy(ak.num(final, axis=1))
@@ -289,18 +314,24 @@ def jets_from_events(
     if selection.abs_rapidity_max is not None:
         keep = keep & (np.abs(rapidity(jets.E, jet_pz)[leading]) < selection.abs_rapidity_max)
     chosen = leading[keep]
+    hard = truth.HardParticles.from_pythia(prt)
+    n_chosen = ak.to_numpy(ak.num(chosen, axis=1))
+    jet_event = np.repeat(np.arange(len(counts)), n_chosen)
+    axis_eta = ak.to_numpy(ak.flatten(jet_eta[chosen]))
+    axis_phi = ak.to_numpy(ak.flatten(jet_phi[chosen]))
+    matched = np.ones(len(jet_event), dtype=bool)
     if process.match in _DECAY_MATCHES:
         mother_ids, n_quarks = _DECAY_MATCHES[process.match]
-        inside = _decay_quarks_inside(
-            prt, jet_eta[chosen], jet_phi[chosen], selection.radius, mother_ids, n_quarks
+        matched &= truth.decay_quarks_inside(
+            hard, jet_event, axis_eta, axis_phi, selection.radius, mother_ids, n_quarks
         )
-        chosen = chosen[inside]
-    truth = _nearest_truth_parton(prt, process, jet_eta[chosen], jet_phi[chosen], selection.radius)
+    parton = truth.nearest_parton(
+        hard, jet_event, axis_eta, axis_phi, selection.radius, process.truth_status, process.truth_abs_ids
+    )
     if process.match in _PARTON_MATCHES:
-        wanted = functools.reduce(
-            np.logical_or, [np.abs(truth["pid"]) == i for i in _PARTON_MATCHES[process.match]]
-        )
-        chosen, truth = chosen[wanted], {k: v[wanted] for k, v in truth.items()}
+        matched &= np.isin(np.abs(parton["pid"]), _PARTON_MATCHES[process.match])
+    chosen = chosen[ak.unflatten(matched, n_chosen)]
+    jet_event, axis_eta, axis_phi = jet_event[matched], axis_eta[matched], axis_phi[matched]
 
     offsets = np.concatenate([[0], np.cumsum(det.counts)[:-1]])
     per_event_index = constituent_index[chosen] + offsets  # (events, jets, constituents), global
@@ -325,12 +356,10 @@ def jets_from_events(
     part = {k: v[order] for k, v in part.items()}
 
     columns = _jet_columns(part)
-    jet_event = np.repeat(np.arange(len(counts)), ak.to_numpy(n_jets_per_event))
-    axis_eta = ak.to_numpy(ak.flatten(jet_eta[chosen]))
-    axis_phi = ak.to_numpy(ak.flatten(jet_phi[chosen]))
+    columns.update(substructure.observables(part, selection.radius))
     for name, cells in (("ecal", det.ecal), ("hcal", det.hcal)):
         columns.update(_cell_columns(name, cells, jet_event, axis_eta, axis_phi, selection.radius))
-    columns.update(_truth_columns(truth))
+    columns.update({f"aux_parton_{k}": v[matched] for k, v in parton.items()})
     assert len(columns["jet_pt"]) == int(ak.sum(n_jets_per_event))
     return columns
 
@@ -411,75 +440,4 @@ def _jet_columns(part: dict[str, ak.Array]) -> dict[str, np.ndarray | ak.Array]:
         "jet_energy": jet_e.astype(f32),
         "jet_mass": jet_mass.astype(f32),
         "jet_nparticles": ak.to_numpy(ak.num(part["px"], axis=1)).astype(f32),
-    }
-
-
-def _decay_quarks_inside(
-    prt: ak.Array,
-    jet_eta: ak.Array,
-    jet_phi: ak.Array,
-    radius: float,
-    mother_abs_ids: tuple[int, ...],
-    n_quarks: int,
-) -> ak.Array:
-    """Per event and jet: are ``n_quarks`` decay quarks of one resonance within ``radius`` of the jet?
-
-    The decay quarks are the first copies (|status| 23) of quarks whose mother's |id| is in
-    ``mother_abs_ids`` (6 and 24 for a top and its W, 24 for a W, 23 for a Z); the sign of the
-    mother's id tells which resonance they belong to (t -> W+ b, tbar -> W- bbar, W+ or W-).
-    """
-    mother_id = prt.id[prt.mother1]
-    mother_abs_id = np.abs(mother_id)
-    from_resonance = functools.reduce(np.logical_or, [mother_abs_id == i for i in mother_abs_ids])
-    is_decay_quark = (np.abs(prt.status) == 23) & (np.abs(prt.id) <= 5) & from_resonance
-    quarks = prt[is_decay_quark]
-    sign = np.sign(mother_id[is_decay_quark])
-    q_eta, q_phi = _eta_phi(quarks.p.px, quarks.p.py, quarks.p.pz)
-    pairs_eta = ak.cartesian([jet_eta, q_eta], axis=1, nested=True)
-    pairs_phi = ak.cartesian([jet_phi, q_phi], axis=1, nested=True)
-    _, pair_sign = ak.unzip(ak.cartesian([jet_eta, sign], axis=1, nested=True))
-    d_eta = pairs_eta["0"] - pairs_eta["1"]
-    d_phi = delta_phi(pairs_phi["1"], pairs_phi["0"])
-    inside = np.hypot(d_eta, d_phi) < radius
-    positive = ak.sum(inside & (pair_sign > 0), axis=2) == n_quarks
-    negative = ak.sum(inside & (pair_sign < 0), axis=2) == n_quarks
-    return positive | negative
-
-
-def _nearest_truth_parton(prt, process: Process, j_eta, j_phi, radius) -> dict[str, ak.Array]:
-    """Per event and jet: PDG id and pT (GeV), eta, phi of the nearest hard parton within R.
-
-    Hard partons are those of |status| ``process.truth_status`` and |id| in
-    ``process.truth_abs_ids``; all values are 0 for a jet with none within ``radius``.
-    """
-    abs_id = np.abs(prt.id)
-    is_truth = np.abs(prt.status) == process.truth_status
-    is_truth = is_truth & functools.reduce(np.logical_or, [abs_id == i for i in process.truth_abs_ids])
-    partons = prt[is_truth]
-    p_eta, p_phi = _eta_phi(partons.p.px, partons.p.py, partons.p.pz)
-    p_pt = np.hypot(partons.p.px, partons.p.py)
-    pe = ak.cartesian([j_eta, p_eta], axis=1, nested=True)
-    pp = ak.cartesian([j_phi, p_phi], axis=1, nested=True)
-    dr = np.hypot(pe["0"] - pe["1"], delta_phi(pp["1"], pp["0"]))
-    nearest = ak.argmin(dr, axis=2, keepdims=True)
-    found = ak.fill_none(ak.firsts(dr[nearest], axis=2), np.inf) < radius
-
-    def pick(values):
-        broadcast = ak.broadcast_arrays(j_eta[:, :, None], values[:, None, :])[1]
-        return ak.where(found, ak.fill_none(ak.firsts(broadcast[nearest], axis=2), 0), 0)
-
-    return {"pid": pick(partons.id), "pt": pick(p_pt), "eta": pick(p_eta), "phi": pick(p_phi)}
-
-
-def _truth_columns(truth: dict[str, ak.Array]) -> dict[str, np.ndarray]:
-    """Flat ``aux_parton_*`` columns from :func:`_nearest_truth_parton` (GeV, rad)."""
-
-    def flat(values, dtype):
-        return ak.to_numpy(ak.flatten(values)).astype(dtype)
-
-    return {
-        "aux_parton_pid": flat(truth["pid"], np.int32),
-        "aux_parton_pt": flat(truth["pt"], np.float32),
-        "aux_parton_eta": flat(truth["eta"], np.float32),
-        "aux_parton_phi": flat(truth["phi"], np.float32),
     }

@@ -15,7 +15,8 @@ files lack branches (or mean something else) and must be deleted or regenerated 
 
 Schema versions: 1 (no version recorded) particle-flow constituents ``part_*``, ``jet_*``,
 labels, ``aux_parton_*``; 2 adds the calorimeter cells of each jet, ``cell_ecal_*`` and
-``cell_hcal_*`` (see :mod:`hepnn.sim.jets`).
+``cell_hcal_*`` (see :mod:`hepnn.sim.jets`); 3 adds the substructure observables ``jet_tau1``
+... ``jet_d2`` (:mod:`hepnn.sim.substructure`).
 
 Other kinds of sample (e.g. the air showers of :mod:`hepnn.sim.airshower`) reuse this
 production (shards, workers, progress, manifest, refusal of mismatching directories) by passing a
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 TREE = "tree"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,7 @@ def generate_shard(shard: Shard, cfg: SampleConfig, progress=None) -> ShardRepor
 
     batches, n_jets, n_events = [], 0, 0
     while n_jets < shard.n_jets:
-        events = pythia.nextBatch(cfg.events_per_batch)
+        events = pythia.nextBatch(batch_size(cfg.events_per_batch, shard.n_jets - n_jets, n_jets, n_events))
         n_events += len(events)
         columns = jets.jets_from_events(events, process, charges, rng, detector_cfg, selection)
         n_new = min(len(columns["jet_pt"]), shard.n_jets - n_jets)
@@ -235,6 +236,17 @@ def generate_shard(shard: Shard, cfg: SampleConfig, progress=None) -> ShardRepor
     return ShardReport(shard.path, shard.n_jets, n_events, time.perf_counter() - start)
 
 
+def batch_size(most: int, jets_missing: int, jets_so_far: int, events_so_far: int) -> int:
+    """Events to generate next: enough for the missing jets at the rate seen so far (10 % more, at
+    least 8 events), at most ``most``.
+
+    Without jets yet, one jet in two events is assumed. The sizes depend only on the shard's own
+    history, so a shard's files stay the same whatever the number of workers.
+    """
+    rate = jets_so_far / events_so_far if jets_so_far > 0 else 0.5
+    return max(1, min(most, math.ceil(1.1 * jets_missing / rate) + 8))
+
+
 def _concatenate(parts):
     import awkward as ak
 
@@ -246,10 +258,7 @@ def _concatenate(parts):
 def _pythia_setup(cfg: SampleConfig):
     from hepnn.sim.jets import PythiaSetup
 
-    values = dict(cfg.pythia or {})
-    if "extra_settings" in values:
-        values["extra_settings"] = tuple(values["extra_settings"])
-    return PythiaSetup(**values)
+    return PythiaSetup.from_dict(cfg.pythia)
 
 
 @dataclass(frozen=True)
@@ -277,7 +286,7 @@ JETS = SampleKind(
     plan=plan_shards,
     generate=generate_shard,
     schema_version=SCHEMA_VERSION,
-    schema_note="version 2 added the calorimeter-cell branches cell_ecal_*, cell_hcal_*",
+    schema_note="version 3 added the substructure branches jet_tau1 ... jet_d2",
 )
 
 
