@@ -10,7 +10,7 @@ so the notebooks hold parameters and calls only:
 - :func:`roc_inputs`, :func:`confusion_matrix_of`, :func:`classifier_table`: what the classifier
   comparisons plot and tabulate.
 - :func:`regression_figures_of_merit`: the air-shower figures (energy, angular and core resolution)
-  of a regression run's predictions, with :mod:`hepnn.regression_metrics`.
+  of a regression run's predictions, with :mod:`hepnn.metrics.regression`.
 - :func:`jet_images`: calorimeter jet images of a jet sample made by hepnn's own data pipeline (the
   ``toptag_image``-style data configs and :class:`~hepnn.data.datamodule.RootDataModule`), with the
   configured jet-frame preprocessing or without it.
@@ -32,7 +32,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from hepnn import plot, plotting
-from hepnn import regression_metrics as rm
+from hepnn.metrics import regression as rm
 
 __all__ = [
     "JetImages",
@@ -148,7 +148,7 @@ def confusion_matrix_of(run: Run) -> tuple[np.ndarray, list[str]]:
     entry = run.summary.get("test/confusion_matrix")
     if isinstance(entry, Mapping) and "rows_true_columns_predicted" in entry and "classes" in entry:
         return np.asarray(entry["rows_true_columns_predicted"]), list(entry["classes"])
-    from hepnn.metrics import confusion_matrix
+    from hepnn.metrics.classification import confusion_matrix
 
     predictions = run._require("classification")
     classes = list(predictions["classes"])
@@ -188,7 +188,7 @@ def regression_figures_of_merit(
     axis_targets: Sequence[str] | None = ("axis_x", "axis_y", "axis_z"),
     core_targets: Sequence[str] | None = ("core_x", "core_y"),
 ) -> dict[str, float]:
-    """:func:`hepnn.regression_metrics.regression_summary` of a regression run's test predictions.
+    """:func:`hepnn.metrics.regression.regression_summary` of a regression run's test predictions.
 
     Figures whose targets the run did not predict are left out (e.g. no angular resolution for an
     ``airshower_energy`` run): bias and resolution per target (target units), ``energy_bias`` and

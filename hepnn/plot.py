@@ -193,7 +193,7 @@ def _classification_plots(run_dir, predictions, summary, out_dir, formats, repor
         report,
     )
     if "test/confusion_matrix" not in summary and len(scores):
-        from hepnn.metrics import confusion_matrix
+        from hepnn.metrics.classification import confusion_matrix
 
         matrix = confusion_matrix(scores, labels.astype(np.int64), len(classes))
         _attempt(

@@ -31,8 +31,8 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from hepnn import metrics
-from hepnn.regression_metrics import CONTAINMENT, half_width
+from hepnn.metrics import classification as metrics
+from hepnn.metrics.regression import CONTAINMENT, half_width
 
 DEFAULT_STYLE = "CMS"
 # rcParams that are not style (setting them again is refused or has side effects)
@@ -249,8 +249,8 @@ def learning_rate_curve(source, *, style=DEFAULT_STYLE) -> Figure:
 def roc_points(scores, is_signal) -> tuple[np.ndarray, np.ndarray]:
     """Signal efficiency eps_S and background rejection 1/eps_B along the ROC curve.
 
-    The points of :func:`hepnn.metrics.roc_curve` (a cut at every distinct score) with eps_S > 0;
-    the rejection is ``inf`` where no background passes. Both dimensionless.
+    The points of :func:`hepnn.metrics.classification.roc_curve` (a cut at every distinct score)
+    with eps_S > 0; the rejection is ``inf`` where no background passes. Both dimensionless.
     """
     eff_s, eff_b, _ = metrics.roc_curve(scores, is_signal)
     keep = eff_s > 0

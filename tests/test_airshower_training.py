@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import uproot
 
-from hepnn import regression_metrics as rm
 from hepnn.data.datamodule import RootDataModule
+from hepnn.metrics import regression as rm
 from tests.conftest import compose_train
 from tests.test_train import run_training
 

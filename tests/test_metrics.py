@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from hepnn import metrics
+from hepnn.metrics import classification as metrics
 
 
 def test_roc_curve_points_with_ties():

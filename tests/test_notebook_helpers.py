@@ -10,8 +10,8 @@ import uproot
 from matplotlib.figure import Figure
 
 from hepnn import notebook_helpers as nh
-from hepnn import regression_metrics as rm
 from hepnn.data.source import DataInputError
+from hepnn.metrics import regression as rm
 
 
 def write_classifier_run(path, scores_tbqq, labels, summary=None):

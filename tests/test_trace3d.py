@@ -14,8 +14,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from hepnn import regression_metrics as rm
 from hepnn.errors import ConfigError
+from hepnn.metrics import regression as rm
 from hepnn.nets.blocks import count_parameters
 from hepnn.nets.trace3d import SpatialResidualBlock, TraceConv3D
 from hepnn.tasks.regression import RegressionTask

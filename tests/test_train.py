@@ -11,8 +11,8 @@ import uproot
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from hepnn import metrics
 from hepnn.data.spec import DataSpec
+from hepnn.metrics import classification as metrics
 from hepnn.training import train
 from tests.conftest import compose_train, run_module
 

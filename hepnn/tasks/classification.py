@@ -5,7 +5,7 @@ The net is any ``nn.Module`` taking the batch entries named in ``inputs`` (e.g. 
 (torchmetrics, synchronised across ranks) during validation and test; at the end of the test
 the predictions of all ranks are gathered and the background rejection at fixed signal
 efficiency, the one-vs-rest AUC of every class (more than two classes) and the confusion
-matrix are computed on the whole test set (:mod:`hepnn.metrics`).
+matrix are computed on the whole test set (:mod:`hepnn.metrics.classification`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from torchmetrics.classification import (
     MulticlassAUROC,
 )
 
-from hepnn import metrics
 from hepnn.errors import ConfigError
+from hepnn.metrics import classification as metrics
 from hepnn.nets.blocks import count_parameters
 from hepnn.tasks.batch_stats import log_replaced_values
 from hepnn.tasks.common import gather_rows, net_arguments, optimizers

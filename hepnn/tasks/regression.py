@@ -14,7 +14,7 @@ Loss: ``mse`` or ``huber`` (``huber_delta`` in standardised units) per target on
 standardised scale, a weighted mean over targets (``loss_weights``, default 1 each), then a
 mean over entries (weighted by ``batch["weight"]`` when the batch has one).
 
-Metrics (:mod:`hepnn.regression_metrics`), on validation and test, computed at the end of the
+Metrics (:mod:`hepnn.metrics.regression`), on validation and test, computed at the end of the
 epoch on the predictions of all ranks (gathered): per target ``<target>_bias`` (median of
 prediction - truth) and ``<target>_resolution`` (68 % half-width of prediction - truth), both
 in the target's unit; with ``energy_target`` (a target holding log10 E) ``energy_bias`` and
@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hepnn import regression_metrics
 from hepnn.errors import ConfigError
+from hepnn.metrics import regression as regression_metrics
 from hepnn.nets.blocks import count_parameters
 from hepnn.tasks.batch_stats import log_replaced_values
 from hepnn.tasks.common import gather_rows, net_arguments, optimizers
