@@ -291,6 +291,18 @@ def test_a_bad_config_key_is_named(tmp_path):
         r"generate\.primary\.composition\.gold must be one of": {"primary": {"composition": {"gold": 1.0}}},
         r"generate\.xmax\.model must be one of": {"xmax": {"model": "QGSJet"}},
         r"generate\.trigger\.level must be total or peak": {"trigger": {"level": "both"}},
+        r"generate\.n_events must be a positive integer, got True": {"n_events": True},
+        r"generate\.seed must be a non-negative integer, got -1": {"seed": -1},
+        r"generate\.array\.nx must be a positive integer, got 0": {"array": {"nx": 0}},
+        r"generate\.array\.triangular must be true or false, got 1": {"array": {"triangular": 1}},
+        r"generate\.muons\.max_pulses must be an integer, got 2\.5": {"muons": {"max_pulses": 2.5}},
+        r"generate\.signal\.cic must be a list of numbers": {"signal": {"cic": [1.0, "x", 2.0]}},
+        r"generate\.trace\.noise must not be negative \(VEM\), got -0\.1": {"trace": {"noise": -0.1}},
+        r"generate\.timing\.pulse_decay must be positive, got 0\.0": {"timing": {"pulse_decay": 0.0}},
+        r"generate\.trigger\.min_stations must be in \[0, 81\]": {"trigger": {"min_stations": 82}},
+        r"generate\.primary\.composition\.iron must not be negative": {
+            "primary": {"composition": {"iron": -1}}
+        },
     }
     for message, values in cases.items():
         with pytest.raises(ConfigError, match=message):

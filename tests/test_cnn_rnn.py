@@ -186,6 +186,7 @@ CONFIGS = [
     for front_end in (None, [12, 6])
 ]
 NO_FRONT_END = [config for config in CONFIGS if config.values[0]["front_end"] is None]
+WITH_FRONT_END = [config for config in CONFIGS if config.values[0]["front_end"] is not None]
 
 
 def make_rnn(config: dict, seed: int = 0, in_channels: int = 5) -> JetSequenceRNN:
@@ -328,6 +329,25 @@ def test_rnn_front_end_is_the_shared_per_particle_net():
     convolutions = [name for name, m in net.named_modules() if isinstance(m, nn.Conv1d)]
     assert convolutions and all(name.startswith("front_end.") for name in convolutions)
     assert JetSequenceRNN(5, 2, front_end=None).front_end is None
+
+
+@pytest.mark.parametrize("config", WITH_FRONT_END)
+def test_rnn_real_only_front_end_equals_dense(config):
+    """The front end on the real particles only gives the values and gradients of the dense one."""
+    real = make_rnn(config).train()
+    dense = make_rnn({**config, "dense_front_end": True}).train()  # same seed: same parameters
+    assert not real.front_end.dense and dense.front_end.dense
+    x, mask = interleave(*sequences(counts=(12, 0, 7, 1, 3, 0)), length=20)
+    results = []
+    for net in (real, dense):
+        inputs = x.clone().requires_grad_(True)
+        out = net(inputs, mask)
+        out.square().sum().backward()
+        results.append((out.detach(), inputs.grad, [p.grad for p in net.parameters()]))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])
+    for (name, _), a, b in zip(real.named_parameters(), results[0][2], results[1][2], strict=True):
+        torch.testing.assert_close(a, b, msg=name)
 
 
 @pytest.mark.parametrize(

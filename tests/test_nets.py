@@ -1,8 +1,13 @@
-"""Networks: shapes and invariances."""
+"""Networks: shapes and invariances; the real-only per-particle path against the dense one and ONNX."""
 
+import warnings
+
+import numpy as np
+import pytest
 import torch
 
-from hepnn.nets.blocks import masked_pool
+from hepnn.errors import ConfigError
+from hepnn.nets.blocks import PerParticleNet, masked_pool
 from hepnn.nets.particle_flow import ParticleFlowNetwork
 
 
@@ -50,3 +55,128 @@ def test_masked_pooling_values():
     assert masked_pool(x, mask, "max").item() == 2.0
     empty = torch.zeros(1, 3, dtype=torch.bool)
     assert masked_pool(x, empty, "max").item() == 0.0 and masked_pool(x, empty, "mean").item() == 0.0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# real-only per-particle computation against the dense path
+# ----------------------------------------------------------------------------------------------------------
+
+COUNTS = [16, 0, 1, 9, 0, 3, 12, 16]  # varied lengths, empty jets included
+
+
+def varied_inputs(channels=7, length=16, seed=3, pad_value=None):
+    """A batch with the real particles scattered over the slots (not only first) and padding of
+    random (or ``pad_value``) values."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.zeros(len(COUNTS), length, dtype=torch.bool)
+    for row, count in enumerate(COUNTS):
+        mask[row, torch.randperm(length, generator=g)[:count]] = True
+    x = torch.randn(len(COUNTS), channels, length, generator=g)
+    padding = torch.randn(x.shape, generator=g) * 50 if pad_value is None else torch.full_like(x, pad_value)
+    return torch.where(mask[:, None, :], x, padding), mask
+
+
+def twin_pfns(pooling, **kwargs):
+    """The same initialised PFN twice: real-only and dense."""
+    torch.manual_seed(4)
+    real = ParticleFlowNetwork(7, 3, hidden=16, latent=8, pooling=pooling, activation="silu", **kwargs)
+    dense = ParticleFlowNetwork(
+        7, 3, hidden=16, latent=8, pooling=pooling, activation="silu", dense=True, **kwargs
+    )
+    dense.load_state_dict(real.state_dict())
+    return real.eval(), dense.eval()
+
+
+@pytest.mark.parametrize("pooling", ["sum", "mean", "max"])
+def test_pfn_real_only_equals_dense_values_and_gradients(pooling):
+    real, dense = twin_pfns(pooling)
+    x, mask = varied_inputs()
+    outputs, grads = [], []
+    for net in (real, dense):
+        inputs = x.clone().requires_grad_(True)
+        out = net(inputs, mask)
+        (out * torch.linspace(-1.0, 2.0, out.numel()).reshape(out.shape)).sum().backward()
+        outputs.append(out.detach())
+        grads.append((inputs.grad, {name: p.grad for name, p in net.named_parameters()}))
+    torch.testing.assert_close(outputs[0], outputs[1])
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    assert grads[0][0][~mask[:, None, :].expand_as(x)].abs().max() == 0  # padding gets no gradient
+    for name, grad in grads[0][1].items():
+        torch.testing.assert_close(grad, grads[1][1][name], msg=name)
+
+
+def test_pfn_empty_jets_and_batches():
+    real, dense = twin_pfns("sum")
+    x, mask = varied_inputs()
+    empty = torch.zeros_like(mask)
+    torch.testing.assert_close(real(x, empty), dense(x, empty))
+    torch.testing.assert_close(real(x, empty), real.head(torch.zeros(len(COUNTS), 8)))
+    torch.testing.assert_close(real(x[:0], mask[:0]), dense(x[:0], mask[:0]))
+
+
+@pytest.mark.parametrize("pooling", ["sum", "mean", "max"])
+def test_pfn_real_only_does_not_depend_on_the_pad_values(pooling):
+    real, _ = twin_pfns(pooling)
+    reference = real(*varied_inputs(pad_value=0.0))
+    for pad_value in (1.0e6, -3.0, float("nan"), float("inf")):
+        torch.testing.assert_close(real(*varied_inputs(pad_value=pad_value)), reference)
+
+
+def test_per_particle_net_real_only_equals_dense():
+    torch.manual_seed(5)
+    real = PerParticleNet(7, [12, 5], "gelu")
+    dense = PerParticleNet(7, [12, 5], "gelu", dense=True)
+    dense.load_state_dict(real.state_dict())
+    x, mask = varied_inputs()
+    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    out_real, out_dense = real(a, mask), dense(b, mask)
+    assert out_real.shape == out_dense.shape == (len(COUNTS), 5, 16)
+    torch.testing.assert_close(out_real, out_dense)
+    assert (out_real[~mask[:, None, :].expand_as(out_real)] == 0).all()  # zero-padded as the dense path
+    weights = torch.randn(out_real.shape)
+    (out_real * weights).sum().backward()
+    (out_dense * weights).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad)
+    for (name, p), q in zip(real.named_parameters(), dense.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+def test_dense_option_is_checked():
+    with pytest.raises(ConfigError, match="dense must be true or false"):
+        ParticleFlowNetwork(7, 2, dense="yes")
+
+
+def test_pfn_onnx_export_matches_pytorch(tmp_path):
+    """Exported while tracing (the dense path), run by onnxruntime on another batch size and length."""
+    ort = pytest.importorskip("onnxruntime")
+    real, _ = twin_pfns("mean")
+    path = tmp_path / "pfn.onnx"
+    example = varied_inputs(length=16)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        torch.onnx.export(
+            real,
+            example,
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["particles", "mask"],
+            output_names=["logits"],
+            dynamic_axes={
+                "particles": {0: "batch", 2: "length"},
+                "mask": {0: "batch", 1: "length"},
+                "logits": {0: "batch"},
+            },
+        )
+    onnx = pytest.importorskip("onnx")
+    assert "NonZero" not in {
+        node.op_type for node in onnx.load(str(path)).graph.node
+    }  # no data-dependent shape
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x, mask = varied_inputs(length=40, seed=8)
+    x, mask = x[:5], mask[:5]
+    (onnx_out,) = session.run(None, {"particles": x.numpy(), "mask": mask.numpy()})
+    with torch.no_grad():
+        reference = real(x, mask)
+    assert onnx_out.shape == (5, 3)
+    np.testing.assert_allclose(onnx_out, reference.numpy(), rtol=1e-5, atol=1e-5)

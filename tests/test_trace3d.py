@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from pathlib import Path
@@ -11,13 +12,12 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from hepnn.errors import ConfigError
 from hepnn.metrics import regression as rm
 from hepnn.nets.blocks import count_parameters
-from hepnn.nets.trace3d import SpatialResidualBlock, TraceConv3D
+from hepnn.nets.trace3d import SpatialResidualBlock, TraceConv3D, TraceConv3DConfig, TraceLayerSpec
 from hepnn.tasks.regression import RegressionTask
 from hepnn.utils.config import register_resolvers
 
@@ -180,6 +180,19 @@ def test_heads_per_target_group():
         ({"global_pool": "sum"}, "global_pool"),
         ({"heads": {"energy": 1}}, "exactly one of n_outputs"),
         ({"start_time_scale": 0}, "start_time_scale"),
+        ({"start_time_scale": True}, r"start_time_scale must be a number \(ns\), got True"),
+        ({"trace_layers": []}, r"trace_layers must be a non-empty list of layer mappings"),
+        (
+            {"trace_layers": [{"channels": 4, "pool": "median"}]},
+            r"trace_layers\[0\]\.pool must be one of \['avg', 'max'\] or null, got 'median'",
+        ),
+        ({"spatial_layers": [{"kernel": 3}]}, r"spatial_layers\[0\]: key 'channels' is required"),
+        ({"residual_kernel": 2}, "residual_kernel must be odd"),
+        ({"residual_blocks": -1}, "residual_blocks must be a non-negative integer"),
+        ({"coordinate_channels": 1}, "coordinate_channels must be true or false"),
+        ({"activation": "tanh"}, r"activation must be one of \[.*\], got 'tanh'"),
+        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+        ({"grid_size": [5, 0]}, r"grid_size must hold integers >= 1"),
     ],
 )
 def test_invalid_configuration(kwargs, match):
@@ -187,12 +200,33 @@ def test_invalid_configuration(kwargs, match):
         small_net(**{"n_outputs": 3, **kwargs})
 
 
-def preset_config(**data_targets):
+@pytest.mark.parametrize("spatial_mode", ["conv2d", "conv3d"])
+@pytest.mark.parametrize("global_pool", ["avgmax", "flatten"])
+def test_parsed_configuration_gives_the_sizes(spatial_mode, global_pool):
+    net = small_net(spatial_mode=spatial_mode, global_pool=global_pool)
+    config = net.config
+    assert isinstance(config, TraceConv3DConfig)
+    assert config.trace_layers[1] == TraceLayerSpec(channels=3, kernel=3, stride=2, padding=1)
+    assert list(config.time_lengths) == net.time_lengths == [6, 3]
+    with torch.no_grad():
+        station = net.station_features(*events(b=2))
+        assert station.shape[1] == config.station_channels
+        assert net.pooled_features(*events(b=2)).shape == (2, config.features)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.dropout = 0.5
+
+
+def preset_config():
+    """``model=trace3d`` with ``data=airshower``, composed as ``python -m hepnn.train`` composes them
+    (the preset has a defaults list: optimizer and scheduler groups)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
     register_resolvers()
-    targets = data_targets or {name: name for name in TARGETS}
-    cfg = OmegaConf.create({"data": {"targets": targets}, "trainer": {"max_epochs": 3}})
-    cfg.model = OmegaConf.load(PRESET)
-    return cfg
+    GlobalHydra.instance().clear()
+    overrides = ["~experiment", "data=airshower", "model=trace3d", "trainer.max_epochs=3"]
+    with initialize_config_dir(str(PRESET.parents[1]), version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=True)
 
 
 def test_preset():

@@ -27,6 +27,7 @@ from torch import nn
 
 from hepnn.errors import ConfigError
 from hepnn.nets.blocks import MLP, activation
+from hepnn.utils import validation as check
 
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 GLOBAL_POOLS = ("avg", "max", "flatten")
@@ -62,68 +63,36 @@ class ConvBlockSpec:
     @classmethod
     def from_config(cls, index: int, config: Mapping) -> ConvBlockSpec:
         """Validate one entry of ``blocks``; errors name the block index and the key."""
-        if not isinstance(config, Mapping):
-            raise ConfigError(f"blocks[{index}] must be a mapping of {list(BLOCK_KEYS)}, got {config!r}")
-        unknown = sorted(set(map(str, config)) - set(BLOCK_KEYS))
-        if unknown:
-            raise ConfigError(f"blocks[{index}]: unknown key(s) {unknown}; known keys are {list(BLOCK_KEYS)}")
-        if "channels" not in config:
-            raise ConfigError(f"blocks[{index}]: key 'channels' is required")
+        config = check.mapping(config, f"blocks[{index}]", BLOCK_KEYS, required=("channels",))
 
         def where(key: str) -> str:
             return f"blocks[{index}].{key}"
 
-        channels = _positive_int(config["channels"], where("channels"))
+        channels = check.positive_int(config["channels"], where("channels"))
         padding = config.get("padding", 0)
         if isinstance(padding, str):
             if padding != "same":
                 raise ConfigError(f"{where('padding')} must be an int, a pair or 'same', got {padding!r}")
         else:
-            padding = _pair(padding, where("padding"), minimum=0)
-        stride = _pair(config.get("stride", 1), where("stride"), minimum=1)
+            padding = check.int_pair(padding, where("padding"), minimum=0)
+        stride = check.int_pair(config.get("stride", 1), where("stride"), minimum=1)
         if padding == "same" and stride != (1, 1):
             raise ConfigError(
                 f"{where('padding')} 'same' needs stride 1 (got stride {list(stride)}); "
                 "use an integer padding, e.g. kernel // 2, with strided convolutions"
             )
-        pool = config.get("pool")
-        if pool is not None and pool not in POOLS:
-            raise ConfigError(f"{where('pool')} must be one of {sorted(POOLS)} or null, got {pool!r}")
         return cls(
             channels=channels,
-            kernel=_pair(config.get("kernel", 3), where("kernel"), minimum=1),
+            kernel=check.int_pair(config.get("kernel", 3), where("kernel"), minimum=1),
             stride=stride,
             padding=padding,
-            dilation=_pair(config.get("dilation", 1), where("dilation"), minimum=1),
-            convs=_positive_int(config.get("convs", 1), where("convs")),
-            batch_norm=_bool(config.get("batch_norm", False), where("batch_norm")),
-            residual=_bool(config.get("residual", False), where("residual")),
-            pool=pool,
-            pool_size=_pair(config.get("pool_size", 2), where("pool_size"), minimum=1),
+            dilation=check.int_pair(config.get("dilation", 1), where("dilation"), minimum=1),
+            convs=check.positive_int(config.get("convs", 1), where("convs")),
+            batch_norm=check.boolean(config.get("batch_norm", False), where("batch_norm")),
+            residual=check.boolean(config.get("residual", False), where("residual")),
+            pool=check.choice(config.get("pool"), where("pool"), sorted(POOLS), optional=True),
+            pool_size=check.int_pair(config.get("pool_size", 2), where("pool_size"), minimum=1),
         )
-
-
-def _positive_int(value, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{where} must be a positive integer, got {value!r}")
-    return value
-
-
-def _bool(value, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
-    return value
-
-
-def _pair(value, where: str, minimum: int) -> tuple[int, int]:
-    """An int or a two-element sequence as an (H, W) pair of ints >= ``minimum``."""
-    values = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
-    if isinstance(values, str) or not isinstance(values, Sequence) or len(values) != 2:
-        raise ConfigError(f"{where} must be an int or a pair [h, w], got {value!r}")
-    pair = tuple(values)
-    if any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in pair):
-        raise ConfigError(f"{where} must hold integers >= {minimum}, got {value!r}")
-    return pair  # type: ignore[return-value]
 
 
 def conv_output_size(
@@ -230,16 +199,13 @@ class CaloImageCNN(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        in_channels = _positive_int(in_channels, "in_channels")
-        n_outputs = _positive_int(n_outputs, "n_outputs")
-        size = _pair(image_size, "image_size", minimum=1)
-        if isinstance(blocks, Mapping) or not isinstance(blocks, Sequence) or len(blocks) == 0:
-            raise ConfigError(f"blocks must be a non-empty list of block mappings, got {blocks!r}")
-        if global_pool not in GLOBAL_POOLS:
-            raise ConfigError(f"global_pool must be one of {list(GLOBAL_POOLS)}, got {global_pool!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
-        head = [_positive_int(width, f"head[{i}]") for i, width in enumerate(head or ())]
+        in_channels = check.positive_int(in_channels, "in_channels")
+        n_outputs = check.positive_int(n_outputs, "n_outputs")
+        size = check.int_pair(image_size, "image_size", minimum=1)
+        blocks = check.mapping_list(blocks, "blocks", "block", allow_empty=False)
+        check.choice(global_pool, "global_pool", GLOBAL_POOLS)
+        check.dropout_rate(dropout, "dropout")
+        head = [check.positive_int(width, f"head[{i}]") for i, width in enumerate(head or ())]
 
         self.image_size = size
         self.block_shapes: list[tuple[int, int, int]] = []

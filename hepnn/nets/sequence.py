@@ -34,8 +34,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from hepnn.errors import ConfigError
-from hepnn.nets.blocks import MLP, PerParticleNet
+from hepnn.nets.blocks import MLP, PerParticleNet, is_exporting
+from hepnn.utils import validation as check
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -70,11 +70,6 @@ def reverse_real(x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index.unsqueeze(2).expand_as(x))
 
 
-def _exporting() -> bool:
-    """True while tracing, compiling or exporting (where data-dependent shapes must be avoided)."""
-    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
-
-
 class JetSequenceRNN(nn.Module):
     """[per-particle 1x1 convs] -> (bi)LSTM/GRU over the real elements -> dense head.
 
@@ -84,7 +79,8 @@ class JetSequenceRNN(nn.Module):
     ``cell`` is ``"lstm"`` or ``"gru"``, with ``layers`` recurrent layers of ``hidden`` units
     (per direction) and ``dropout`` between them; ``bidirectional`` adds a backward direction
     per layer. ``front_end`` (a list of widths, or null) is a
-    :class:`~hepnn.nets.blocks.PerParticleNet` applied to every element first. The head is a
+    :class:`~hepnn.nets.blocks.PerParticleNet` applied to every element first (to the real ones
+    only in eager mode; to every slot with ``dense_front_end``, or while exporting). The head is a
     :class:`~hepnn.nets.blocks.MLP` with hidden widths ``head`` and dropout ``head_dropout`` on
     the last layer's outputs at the end of the sequence (forward direction: after the last
     real element; backward direction: after the first). A collection with no element gives
@@ -104,25 +100,24 @@ class JetSequenceRNN(nn.Module):
         head: Sequence[int] = (64,),
         head_dropout: float = 0.0,
         activation: str = "relu",
+        dense_front_end: bool = False,
     ):
         super().__init__()
-        if cell not in CELLS:
-            raise ConfigError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
-        for name, value in {"in_channels": in_channels, "n_outputs": n_outputs, "hidden": hidden}.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
-            raise ConfigError(f"layers must be a positive integer, got {layers!r}")
-        for name, value in {"dropout": dropout, "head_dropout": head_dropout}.items():
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+        check.choice(cell, "cell", sorted(CELLS))
+        sizes = {"in_channels": in_channels, "n_outputs": n_outputs, "hidden": hidden, "layers": layers}
+        for key, value in sizes.items():
+            check.positive_int(value, key)
+        for key, value in {"dropout": dropout, "head_dropout": head_dropout}.items():
+            check.dropout_rate(value, key)
+        widths = [check.positive_int(w, f"front_end[{i}]") for i, w in enumerate(front_end or ())]
+        check.boolean(dense_front_end, "dense_front_end")
 
         self.cell = cell
         self.bidirectional = bool(bidirectional)
         self.front_end: PerParticleNet | None = None
         features = in_channels
-        if front_end:
-            self.front_end = PerParticleNet(in_channels, list(front_end), activation)
+        if widths:
+            self.front_end = PerParticleNet(in_channels, widths, activation, dense=dense_front_end)
             features = self.front_end.out_channels
         directions = 2 if self.bidirectional else 1
         self.forward_layers = nn.ModuleList()
@@ -138,7 +133,7 @@ class JetSequenceRNN(nn.Module):
     def forward(self, particles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         mask = mask.bool()
         x, n = left_align(particles, mask)
-        if not _exporting():
+        if not is_exporting():
             # eager speed-up only: positions at or after the longest real sequence are padding
             # everywhere; traced/exported graphs run over all P positions and give the same result
             length = max(int(n.max()), 1) if n.numel() else 1

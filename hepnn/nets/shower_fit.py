@@ -43,7 +43,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from hepnn.errors import ConfigError
+from hepnn.utils import validation as check
 
 SPEED_OF_LIGHT = 0.299792458  # m/ns
 CORE_PRIOR_M = 800.0  # width of the weak pull of the core towards its start (m)
@@ -156,27 +156,22 @@ class ShowerFirstGuess(nn.Module):
         front_steps: int = 6,
     ):
         super().__init__()
-        numbers = {  # value, the smallest allowed (None: any) and whether it is allowed itself
-            "bin_width_ns": (bin_width_ns, 0.0, False),
-            "jitter_ns": (jitter_ns, 0.0, False),
-            "jitter_1000_ns": (jitter_1000_ns, 0.0, True),
-            "radius_m": (radius_m, 0.0, False),
-            "radius_log_width": (radius_log_width, 0.0, False),
-            "ldf_slope": (ldf_slope, None, True),
-            "ldf_slope_sec": (ldf_slope_sec, None, True),
-            "ldf_scale_m": (ldf_scale_m, 0.0, False),
-            "ldf_min_distance_m": (ldf_min_distance_m, 0.0, False),
-            "signal_relative_error": (signal_relative_error, 0.0, False),
+        positive = {
+            "bin_width_ns": bin_width_ns,
+            "jitter_ns": jitter_ns,
+            "radius_m": radius_m,
+            "radius_log_width": radius_log_width,
+            "ldf_scale_m": ldf_scale_m,
+            "ldf_min_distance_m": ldf_min_distance_m,
+            "signal_relative_error": signal_relative_error,
         }
-        for key, (value, lowest, allowed) in numbers.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ConfigError(f"first_guess.{key} must be a number, got {value!r}")
-            if lowest is not None and (value < lowest or (value == lowest and not allowed)):
-                what = "must not be negative" if allowed else "must be positive"
-                raise ConfigError(f"first_guess.{key} {what}, got {value!r}")
-        for key, value in (("ldf_steps", ldf_steps), ("front_steps", front_steps)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"first_guess.{key} must be a positive integer, got {value!r}")
+        for key, value in positive.items():
+            check.positive_number(value, f"first_guess.{key}")
+        check.non_negative_number(jitter_1000_ns, "first_guess.jitter_1000_ns")
+        check.number(ldf_slope, "first_guess.ldf_slope")
+        check.number(ldf_slope_sec, "first_guess.ldf_slope_sec")
+        check.positive_int(ldf_steps, "first_guess.ldf_steps")
+        check.positive_int(front_steps, "first_guess.front_steps")
         self.timing_variance = (
             float(jitter_ns) ** 2,
             float(jitter_1000_ns) ** 2,

@@ -64,9 +64,9 @@ import torch
 from torch import nn
 
 from hepnn.errors import ConfigError
-from hepnn.nets.blocks import MLP, activation
-from hepnn.nets.calo_cnn import _bool, _pair, _positive_int
+from hepnn.nets.blocks import ACTIVATIONS, MLP, activation, masked_pool
 from hepnn.nets.shower_fit import FirstGuess, ShowerFirstGuess
+from hepnn.utils import validation as check
 from hepnn.utils.standardization import center_and_scale
 
 TRACE_LAYER_KEYS = ("channels", "kernel", "stride", "padding", "dilation", "batch_norm", "pool", "pool_size")
@@ -98,31 +98,29 @@ class TraceLayerSpec:
 
     @classmethod
     def from_config(cls, index: int, config: Mapping) -> TraceLayerSpec:
-        where = _where("trace_layers", index, config, TRACE_LAYER_KEYS)
+        """Validate one entry of ``trace_layers``; errors name the layer index and the key."""
+        where = _layer_keys("trace_layers", index, config, TRACE_LAYER_KEYS)
         padding = config.get("padding", "same")
         if isinstance(padding, str):
             if padding != "same":
                 raise ConfigError(f"{where('padding')} must be a non-negative int or 'same', got {padding!r}")
         else:
-            padding = _non_negative_int(padding, where("padding"))
-        stride = _positive_int(config.get("stride", 1), where("stride"))
+            padding = check.non_negative_int(padding, where("padding"))
+        stride = check.positive_int(config.get("stride", 1), where("stride"))
         if padding == "same" and stride != 1:
             raise ConfigError(
                 f"{where('padding')} 'same' needs stride 1 (got stride {stride}); "
                 "use an integer padding, e.g. kernel // 2, with strided convolutions"
             )
-        pool = config.get("pool")
-        if pool is not None and pool not in TIME_POOLS:
-            raise ConfigError(f"{where('pool')} must be one of {sorted(TIME_POOLS)} or null, got {pool!r}")
         return cls(
-            channels=_positive_int(config["channels"], where("channels")),
-            kernel=_positive_int(config.get("kernel", 5), where("kernel")),
+            channels=check.positive_int(config["channels"], where("channels")),
+            kernel=check.positive_int(config.get("kernel", 5), where("kernel")),
             stride=stride,
             padding=padding,
-            dilation=_positive_int(config.get("dilation", 1), where("dilation")),
-            batch_norm=_bool(config.get("batch_norm", False), where("batch_norm")),
-            pool=pool,
-            pool_size=_positive_int(config.get("pool_size", 2), where("pool_size")),
+            dilation=check.positive_int(config.get("dilation", 1), where("dilation")),
+            batch_norm=check.boolean(config.get("batch_norm", False), where("batch_norm")),
+            pool=check.choice(config.get("pool"), where("pool"), sorted(TIME_POOLS), optional=True),
+            pool_size=check.positive_int(config.get("pool_size", 2), where("pool_size")),
         )
 
     def output_length(self, length: int) -> tuple[int, int]:
@@ -145,44 +143,321 @@ class SpatialLayerSpec:
 
     @classmethod
     def from_config(cls, index: int, config: Mapping) -> SpatialLayerSpec:
-        where = _where("spatial_layers", index, config, SPATIAL_LAYER_KEYS)
-        kernel = _positive_int(config.get("kernel", 3), where("kernel"))
-        if kernel % 2 == 0:
-            raise ConfigError(
-                f"{where('kernel')} must be odd (the grid size is kept so the trigger mask stays aligned), "
-                f"got {kernel}"
-            )
+        """Validate one entry of ``spatial_layers``; errors name the layer index and the key."""
+        where = _layer_keys("spatial_layers", index, config, SPATIAL_LAYER_KEYS)
         return cls(
-            channels=_positive_int(config["channels"], where("channels")),
-            kernel=kernel,
-            batch_norm=_bool(config.get("batch_norm", False), where("batch_norm")),
+            channels=check.positive_int(config["channels"], where("channels")),
+            kernel=_odd_kernel(config.get("kernel", 3), where("kernel")),
+            batch_norm=check.boolean(config.get("batch_norm", False), where("batch_norm")),
         )
 
 
-def _where(section: str, index: int, config, keys: Sequence[str]):
+def _layer_keys(section: str, index: int, config, keys: Sequence[str]):
     """Check one layer mapping (a mapping, known keys, ``channels`` given); returns a key namer."""
-    if not isinstance(config, Mapping):
-        raise ConfigError(f"{section}[{index}] must be a mapping of {list(keys)}, got {config!r}")
-    unknown = sorted(set(map(str, config)) - set(keys))
-    if unknown:
-        raise ConfigError(f"{section}[{index}]: unknown key(s) {unknown}; known keys are {list(keys)}")
-    if "channels" not in config:
-        raise ConfigError(f"{section}[{index}]: key 'channels' is required")
+    check.mapping(config, f"{section}[{index}]", keys, required=("channels",))
     return lambda key: f"{section}[{index}].{key}"
 
 
-def _non_negative_int(value, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{where} must be a non-negative integer, got {value!r}")
-    return value
+def _odd_kernel(value, key: str) -> int:
+    """A positive odd kernel size: spatial convolutions keep the grid, so the mask stays aligned."""
+    kernel = check.positive_int(value, key)
+    if kernel % 2 == 0:
+        raise ConfigError(
+            f"{key} must be odd (the grid size is kept so the trigger mask stays aligned), got {kernel}"
+        )
+    return kernel
 
 
-def _layer_list(value, name: str, allow_empty: bool) -> list:
-    if isinstance(value, Mapping) or isinstance(value, str) or not isinstance(value, Sequence):
-        raise ConfigError(f"{name} must be a list of layer mappings, got {value!r}")
-    if not value and not allow_empty:
-        raise ConfigError(f"{name} must hold at least one layer")
-    return list(value)
+def parse_trace_layers(value, trace_length: int) -> tuple[tuple[TraceLayerSpec, ...], tuple[int, ...]]:
+    """The ``trace_layers`` specs and the time bins after each, checking that some are left."""
+    specs, lengths = [], []
+    length = trace_length
+    for index, config in enumerate(check.mapping_list(value, "trace_layers", "layer", allow_empty=False)):
+        spec = TraceLayerSpec.from_config(index, config)
+        conv_length, pooled = spec.output_length(length)
+        if conv_length < 1 or pooled < 1:
+            key = "kernel" if conv_length < 1 else "pool_size"
+            raise ConfigError(
+                f"trace_layers[{index}].{key}: kernel {spec.kernel}, stride {spec.stride}, "
+                f"padding {spec.padding!r}, dilation {spec.dilation}, pool_size "
+                f"{spec.pool_size if spec.pool else None} shrink the {length} time bins to "
+                f"{min(conv_length, pooled)}: nothing is left"
+            )
+        specs.append(spec)
+        length = pooled
+        lengths.append(length)
+    return tuple(specs), tuple(lengths)
+
+
+def parse_head_sizes(n_outputs, heads) -> dict[str, int]:
+    """``{head name: n_outputs}`` from exactly one of ``n_outputs`` (one head) and ``heads``."""
+    if (n_outputs is None) == (heads is None):
+        raise ConfigError(
+            "give exactly one of n_outputs (a single head) and heads ({name: n_outputs}), "
+            f"got n_outputs={n_outputs!r}, heads={heads!r}"
+        )
+    if heads is None:
+        return {"output": check.positive_int(n_outputs, "n_outputs")}
+    if not isinstance(heads, Mapping) or not heads:
+        raise ConfigError(f"heads must be a non-empty mapping {{name: n_outputs}}, got {heads!r}")
+    return {str(name): check.positive_int(size, f"heads.{name}") for name, size in heads.items()}
+
+
+def parse_first_guess(config) -> dict | None:
+    """The keyword arguments of :class:`ShowerFirstGuess` (None: no first guess), checked by building it."""
+    if config is None:
+        return None
+    if not isinstance(config, Mapping):
+        raise ConfigError(
+            f"first_guess must be a mapping of ShowerFirstGuess arguments or null, got {config!r}"
+        )
+    arguments = {str(k): v for k, v in config.items()}
+    try:
+        ShowerFirstGuess(**arguments)
+    except TypeError as exc:
+        raise ConfigError(f"first_guess: {exc}") from None
+    return arguments
+
+
+@dataclass(frozen=True)
+class BaselineEntry:
+    """Output ``column`` starts at first-guess quantity ``guess`` (a column of [axis, core]),
+    standardised: ``(guess - center) / scale``, in the output's physical unit."""
+
+    guess: int
+    column: int
+    center: float
+    scale: float
+
+
+def parse_baseline(names, standardization, n_outputs: int, first_guess: bool) -> tuple[BaselineEntry, ...]:
+    """The outputs that start at the first guess (:data:`FIRST_GUESS_OUTPUTS`) and their standardisation."""
+    if not first_guess:
+        if names is not None or standardization is not None:
+            raise ConfigError("output_names and output_standardization are only used with first_guess")
+        return ()
+    if names is None:
+        return ()
+    if isinstance(names, str) or not isinstance(names, Sequence) or len(names) != n_outputs:
+        raise ConfigError(f"output_names must list the {n_outputs} output columns, got {names!r}")
+    table = standardization or {}
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"output_standardization must map names to {{center, scale}}, got {table!r}")
+    entries = []
+    for column, name in enumerate(map(str, names)):
+        if name not in FIRST_GUESS_OUTPUTS:
+            continue
+        if name not in table:
+            raise ConfigError(
+                f"output_standardization has no entry for output {name!r} (it has {sorted(table)})"
+            )
+        center, scale = center_and_scale(table[name], f"output_standardization.{name}")
+        entries.append(BaselineEntry(FIRST_GUESS_OUTPUTS[name], column, center, scale))
+    return tuple(entries)
+
+
+@dataclass(frozen=True)
+class TraceConv3DConfig:
+    """The validated arguments of :class:`TraceConv3D` (documented there) and the sizes they imply.
+
+    Built by :meth:`from_arguments`, which raises :class:`~hepnn.errors.ConfigError` naming the
+    argument (e.g. ``trace_layers[1].pool_size``) before any layer exists.
+    """
+
+    in_channels: int
+    head_sizes: Mapping[str, int]
+    trace_length: int
+    grid_size: tuple[int, int]
+    trace_layers: tuple[TraceLayerSpec, ...]
+    time_lengths: tuple[int, ...]  # time bins after every trace layer
+    spatial_mode: str
+    spatial_layers: tuple[SpatialLayerSpec, ...]
+    residual_blocks: int
+    residual_kernel: int
+    residual_batch_norm: bool
+    global_pool: str
+    head: tuple[int, ...]
+    dropout: float
+    activation: str
+    coordinate_channels: bool
+    start_time_reference: str
+    start_time_scale: float  # ns
+    signal_transform: str
+    first_guess: Mapping | None  # ShowerFirstGuess keyword arguments
+    baseline: tuple[BaselineEntry, ...]
+
+    @classmethod
+    def from_arguments(
+        cls,
+        *,
+        in_channels,
+        n_outputs,
+        heads,
+        trace_length,
+        grid_size,
+        trace_layers,
+        spatial_mode,
+        spatial_layers,
+        residual_blocks,
+        residual_kernel,
+        residual_batch_norm,
+        global_pool,
+        head,
+        dropout,
+        activation,
+        coordinate_channels,
+        start_time_reference,
+        start_time_scale,
+        signal_transform,
+        first_guess,
+        output_names,
+        output_standardization,
+    ) -> TraceConv3DConfig:
+        """Validate the arguments of :class:`TraceConv3D`; errors name the argument."""
+        in_channels = check.positive_int(in_channels, "in_channels")
+        trace_length = check.positive_int(trace_length, "trace_length")
+        head_sizes = parse_head_sizes(n_outputs, heads)
+        first_guess = parse_first_guess(first_guess)
+        layers, time_lengths = parse_trace_layers(trace_layers, trace_length)
+        spatial = check.mapping_list(spatial_layers, "spatial_layers", "layer")
+        return cls(
+            in_channels=in_channels,
+            head_sizes=head_sizes,
+            trace_length=trace_length,
+            grid_size=check.int_pair(grid_size, "grid_size", minimum=1),
+            trace_layers=layers,
+            time_lengths=time_lengths,
+            spatial_mode=check.choice(spatial_mode, "spatial_mode", SPATIAL_MODES),
+            spatial_layers=tuple(SpatialLayerSpec.from_config(i, c) for i, c in enumerate(spatial)),
+            residual_blocks=check.non_negative_int(residual_blocks, "residual_blocks"),
+            residual_kernel=_odd_kernel(residual_kernel, "residual_kernel"),
+            residual_batch_norm=check.boolean(residual_batch_norm, "residual_batch_norm"),
+            global_pool=check.choice(global_pool, "global_pool", GLOBAL_POOLS),
+            head=tuple(check.positive_int(width, f"head[{i}]") for i, width in enumerate(head or ())),
+            dropout=check.dropout_rate(dropout, "dropout"),
+            activation=check.choice(activation, "activation", sorted(ACTIVATIONS)),
+            coordinate_channels=check.boolean(coordinate_channels, "coordinate_channels"),
+            start_time_reference=check.choice(
+                start_time_reference, "start_time_reference", START_TIME_REFERENCES
+            ),
+            start_time_scale=check.positive_number(start_time_scale, "start_time_scale", unit="ns"),
+            signal_transform=check.choice(signal_transform, "signal_transform", SIGNAL_TRANSFORMS),
+            first_guess=first_guess,
+            baseline=parse_baseline(
+                output_names, output_standardization, sum(head_sizes.values()), first_guess is not None
+            ),
+        )
+
+    @property
+    def n_outputs(self) -> int:
+        """Output columns: the heads' outputs, concatenated."""
+        return sum(self.head_sizes.values())
+
+    @property
+    def trace_features(self) -> int:
+        """Features per station after the trace stage, time folded in."""
+        return self.trace_layers[-1].channels * self.time_lengths[-1]
+
+    @property
+    def station_channels(self) -> int:
+        """Input channels of the spatial stage: the trace features (per time bin with ``conv3d``)
+        and the extra channels: start time, mask, [x, y], [time residual, distance from the axis]."""
+        extra = 2 + (2 if self.coordinate_channels else 0) + (2 if self.first_guess is not None else 0)
+        if self.spatial_mode == "conv2d":
+            return self.trace_features + extra
+        return self.trace_layers[-1].channels + extra
+
+    @property
+    def spatial_channels(self) -> int:
+        """Output channels of the spatial stage (per time bin with ``conv3d``)."""
+        return self.spatial_layers[-1].channels if self.spatial_layers else self.station_channels
+
+    @property
+    def features(self) -> int:
+        """Width of the heads' input: the pooled station features, then the first guess's."""
+        per_station = self.spatial_channels
+        if self.spatial_mode == "conv3d":
+            per_station *= self.time_lengths[-1]
+        x_size, y_size = self.grid_size
+        pooled = {"avg": 1, "max": 1, "avgmax": 2, "flatten": x_size * y_size}[self.global_pool] * per_station
+        return pooled + (FIRST_GUESS_FEATURES if self.first_guess is not None else 0)
+
+
+def build_trace_net(config: TraceConv3DConfig) -> nn.Sequential:
+    """The trace stage: per layer ``Conv3d`` (1, 1, k) [+ BN] + activation [+ pooling along time]."""
+    layers: list[nn.Module] = []
+    channels = config.in_channels
+    for spec in config.trace_layers:
+        padding = spec.padding if spec.padding == "same" else (0, 0, spec.padding)
+        layers.append(
+            nn.Conv3d(
+                channels,
+                spec.channels,
+                kernel_size=(1, 1, spec.kernel),
+                stride=(1, 1, spec.stride),
+                padding=padding,
+                dilation=(1, 1, spec.dilation),
+                bias=not spec.batch_norm,
+            )
+        )
+        if spec.batch_norm:
+            layers.append(nn.BatchNorm3d(spec.channels))
+        layers.append(activation(config.activation))
+        if spec.pool:
+            size = (1, 1, spec.pool_size)
+            layers.append(TIME_POOLS[spec.pool](size, stride=size))
+        channels = spec.channels
+    return nn.Sequential(*layers)
+
+
+def build_spatial_net(config: TraceConv3DConfig) -> nn.Sequential:
+    """The spatial stage: grid-keeping convolutions [+ BN] + activation, then the residual blocks."""
+    mode = config.spatial_mode
+    layers: list[nn.Module] = []
+    channels = config.station_channels
+    for spec in config.spatial_layers:
+        layers.append(_spatial_conv(mode, channels, spec.channels, spec.kernel, not spec.batch_norm))
+        if spec.batch_norm:
+            layers.append(_batch_norm(mode, spec.channels))
+        layers.append(activation(config.activation))
+        channels = spec.channels
+    for _ in range(config.residual_blocks):
+        layers.append(
+            SpatialResidualBlock(
+                mode, channels, config.residual_kernel, config.residual_batch_norm, config.activation
+            )
+        )
+    return nn.Sequential(*layers)
+
+
+def build_heads(config: TraceConv3DConfig) -> nn.ModuleDict:
+    """One :class:`~hepnn.nets.blocks.MLP` per head, each reading all ``config.features``."""
+    hidden = list(config.head)
+    return nn.ModuleDict(
+        {
+            name: MLP(config.features, hidden, size, config.dropout, config.activation)
+            for name, size in config.head_sizes.items()
+        }
+    )
+
+
+def baseline_tensors(config: TraceConv3DConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``baseline_weight`` ``(5, K)`` and ``baseline_bias`` ``(K,)``: the standardised first guess
+    of the outputs named in :data:`FIRST_GUESS_OUTPUTS` (zero for the others)."""
+    weight = torch.zeros(len(FIRST_GUESS_OUTPUTS), config.n_outputs)
+    bias = torch.zeros(config.n_outputs)
+    for entry in config.baseline:
+        weight[entry.guess, entry.column] = 1.0 / entry.scale
+        bias[entry.column] = -entry.center / entry.scale
+    return weight, bias
+
+
+def grid_coordinates(grid_size: tuple[int, int]) -> torch.Tensor:
+    """Station coordinates ``(1, 2, X, Y)``, x and y scaled to [-1, 1] (0 along an axis of one station)."""
+    x_size, y_size = grid_size
+    xs = torch.linspace(-1.0, 1.0, x_size) if x_size > 1 else torch.zeros(1)
+    ys = torch.linspace(-1.0, 1.0, y_size) if y_size > 1 else torch.zeros(1)
+    return torch.stack(torch.meshgrid(xs, ys, indexing="ij")).unsqueeze(0)
 
 
 def _spatial_conv(mode: str, in_channels: int, out_channels: int, kernel: int, bias: bool) -> nn.Module:
@@ -295,179 +570,59 @@ class TraceConv3D(nn.Module):
         output_standardization: Mapping | None = None,
     ):
         super().__init__()
-        in_channels = _positive_int(in_channels, "in_channels")
-        self.trace_length = _positive_int(trace_length, "trace_length")
-        self.grid_size = _pair(grid_size, "grid_size", minimum=1)
-        self.head_sizes = self._head_sizes(n_outputs, heads)
-        if spatial_mode not in SPATIAL_MODES:
-            raise ConfigError(f"spatial_mode must be one of {list(SPATIAL_MODES)}, got {spatial_mode!r}")
-        if global_pool not in GLOBAL_POOLS:
-            raise ConfigError(f"global_pool must be one of {list(GLOBAL_POOLS)}, got {global_pool!r}")
-        if start_time_reference not in START_TIME_REFERENCES:
-            raise ConfigError(
-                f"start_time_reference must be one of {list(START_TIME_REFERENCES)}, "
-                f"got {start_time_reference!r}"
-            )
-        if signal_transform not in SIGNAL_TRANSFORMS:
-            raise ConfigError(
-                f"signal_transform must be one of {list(SIGNAL_TRANSFORMS)}, got {signal_transform!r}"
-            )
-        if isinstance(start_time_scale, bool) or not isinstance(start_time_scale, int | float):
-            raise ConfigError(f"start_time_scale must be a positive number (ns), got {start_time_scale!r}")
-        if not start_time_scale > 0:
-            raise ConfigError(f"start_time_scale must be a positive number (ns), got {start_time_scale!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
-        residual_blocks = _non_negative_int(residual_blocks, "residual_blocks")
-        residual_kernel = _positive_int(residual_kernel, "residual_kernel")
-        if residual_kernel % 2 == 0:
-            raise ConfigError(f"residual_kernel must be odd, got {residual_kernel}")
-        hidden = [_positive_int(width, f"head[{i}]") for i, width in enumerate(head or ())]
-        self.spatial_mode = spatial_mode
-        self.global_pool = global_pool
-        self.coordinate_channels = _bool(coordinate_channels, "coordinate_channels")
-        self.start_time_reference = start_time_reference
-        self.start_time_scale = float(start_time_scale)
-        self.signal_transform = signal_transform
-        self.first_guess = None if first_guess is None else _first_guess(first_guess)
-
-        # 1. trace stage: Conv3d (1, 1, k) [+ BN] + activation [+ pooling along time]
-        layers: list[nn.Module] = []
-        channels, length = in_channels, self.trace_length
-        self.time_lengths: list[int] = []
-        for index, config in enumerate(_layer_list(trace_layers, "trace_layers", allow_empty=False)):
-            spec = TraceLayerSpec.from_config(index, config)
-            conv_length, pooled = spec.output_length(length)
-            if conv_length < 1 or pooled < 1:
-                key = "kernel" if conv_length < 1 else "pool_size"
-                raise ConfigError(
-                    f"trace_layers[{index}].{key}: kernel {spec.kernel}, stride {spec.stride}, "
-                    f"padding {spec.padding!r}, dilation {spec.dilation}, pool_size "
-                    f"{spec.pool_size if spec.pool else None} shrink the {length} time bins to "
-                    f"{min(conv_length, pooled)}: nothing is left"
-                )
-            padding = spec.padding if spec.padding == "same" else (0, 0, spec.padding)
-            layers.append(
-                nn.Conv3d(
-                    channels,
-                    spec.channels,
-                    kernel_size=(1, 1, spec.kernel),
-                    stride=(1, 1, spec.stride),
-                    padding=padding,
-                    dilation=(1, 1, spec.dilation),
-                    bias=not spec.batch_norm,
-                )
-            )
-            if spec.batch_norm:
-                layers.append(nn.BatchNorm3d(spec.channels))
-            layers.append(_activation(activation))
-            if spec.pool:
-                size = (1, 1, spec.pool_size)
-                layers.append(TIME_POOLS[spec.pool](size, stride=size))
-            channels, length = spec.channels, pooled
-            self.time_lengths.append(length)
-        self.trace_net = nn.Sequential(*layers)
-        self.trace_features = channels * length  # per station, time folded in
-
-        # 2./3. station features and spatial stage
-        # start time, mask, [x, y], [time residual, distance from the axis]
-        extra = 2 + (2 if self.coordinate_channels else 0) + (2 if self.first_guess else 0)
-        channels = self.trace_features + extra if spatial_mode == "conv2d" else channels + extra
-        spatial: list[nn.Module] = []
-        for index, config in enumerate(_layer_list(spatial_layers, "spatial_layers", allow_empty=True)):
-            spec = SpatialLayerSpec.from_config(index, config)
-            spatial.append(
-                _spatial_conv(spatial_mode, channels, spec.channels, spec.kernel, not spec.batch_norm)
-            )
-            if spec.batch_norm:
-                spatial.append(_batch_norm(spatial_mode, spec.channels))
-            spatial.append(_activation(activation))
-            channels = spec.channels
-        for _ in range(residual_blocks):
-            spatial.append(
-                SpatialResidualBlock(
-                    spatial_mode,
-                    channels,
-                    residual_kernel,
-                    _bool(residual_batch_norm, "residual_batch_norm"),
-                    activation,
-                )
-            )
-        self.spatial_net = nn.Sequential(*spatial)
-        station_features = channels * length if spatial_mode == "conv3d" else channels
-
-        # 4. global pooling and heads
-        x_size, y_size = self.grid_size
-        self.features = {
-            "avg": station_features,
-            "max": station_features,
-            "avgmax": 2 * station_features,
-            "flatten": station_features * x_size * y_size,
-        }[global_pool]
-        if self.first_guess is not None:
-            self.features += FIRST_GUESS_FEATURES
-        self.heads = nn.ModuleDict(
-            {
-                name: MLP(self.features, hidden, size, dropout, activation)
-                for name, size in self.head_sizes.items()
-            }
+        config = TraceConv3DConfig.from_arguments(
+            in_channels=in_channels,
+            n_outputs=n_outputs,
+            heads=heads,
+            trace_length=trace_length,
+            grid_size=grid_size,
+            trace_layers=trace_layers,
+            spatial_mode=spatial_mode,
+            spatial_layers=spatial_layers,
+            residual_blocks=residual_blocks,
+            residual_kernel=residual_kernel,
+            residual_batch_norm=residual_batch_norm,
+            global_pool=global_pool,
+            head=head,
+            dropout=dropout,
+            activation=activation,
+            coordinate_channels=coordinate_channels,
+            start_time_reference=start_time_reference,
+            start_time_scale=start_time_scale,
+            signal_transform=signal_transform,
+            first_guess=first_guess,
+            output_names=output_names,
+            output_standardization=output_standardization,
         )
-        self.n_outputs = sum(self.head_sizes.values())
+        self.config = config
+        self.trace_length = config.trace_length
+        self.grid_size = config.grid_size
+        self.head_sizes = dict(config.head_sizes)
+        self.spatial_mode = config.spatial_mode
+        self.global_pool = config.global_pool
+        self.coordinate_channels = config.coordinate_channels
+        self.start_time_reference = config.start_time_reference
+        self.start_time_scale = config.start_time_scale
+        self.signal_transform = config.signal_transform
+        self.first_guess = None if config.first_guess is None else ShowerFirstGuess(**config.first_guess)
+        self.time_lengths = list(config.time_lengths)
+        self.trace_net = build_trace_net(config)  # 1. trace stage
+        self.trace_features = config.trace_features
+        self.spatial_net = build_spatial_net(config)  # 2./3. station features and spatial stage
+        self.features = config.features
+        self.heads = build_heads(config)  # 4. heads (after the global pooling)
+        self.n_outputs = config.n_outputs
         # the first guess reaches the outputs linearly too: corrections are what the heads learn
         self.first_guess_skip = None
         if self.first_guess is not None:
             self.first_guess_skip = nn.Linear(FIRST_GUESS_FEATURES, self.n_outputs)
-            self._register_baseline(output_names, output_standardization)
+            weight, bias = baseline_tensors(config)
+            self.register_buffer("baseline_weight", weight, persistent=False)
+            self.register_buffer("baseline_bias", bias, persistent=False)
             for module in [*(head.layers[-1] for head in self.heads.values()), self.first_guess_skip]:
                 nn.init.zeros_(module.weight)  # start at the baseline: the net learns corrections
                 nn.init.zeros_(module.bias)
-        elif output_names is not None or output_standardization is not None:
-            raise ConfigError("output_names and output_standardization are only used with first_guess")
-        xs = torch.linspace(-1.0, 1.0, x_size) if x_size > 1 else torch.zeros(1)
-        ys = torch.linspace(-1.0, 1.0, y_size) if y_size > 1 else torch.zeros(1)
-        grid = torch.stack(torch.meshgrid(xs, ys, indexing="ij"))  # (2, X, Y)
-        self.register_buffer("coordinates", grid.unsqueeze(0), persistent=False)
-
-    def _register_baseline(self, names, standardization) -> None:
-        """Buffers ``baseline_weight`` ``(5, K)`` and ``baseline_bias`` ``(K,)``: the standardised
-        first guess of the outputs named in :data:`FIRST_GUESS_OUTPUTS` (zero for the others)."""
-        weight = torch.zeros(len(FIRST_GUESS_OUTPUTS), self.n_outputs)
-        bias = torch.zeros(self.n_outputs)
-        if names is not None:
-            if isinstance(names, str) or not isinstance(names, Sequence) or len(names) != self.n_outputs:
-                raise ConfigError(
-                    f"output_names must list the {self.n_outputs} output columns, got {names!r}"
-                )
-            table = standardization or {}
-            if not isinstance(table, Mapping):
-                raise ConfigError(
-                    f"output_standardization must map names to {{center, scale}}, got {table!r}"
-                )
-            for column, name in enumerate(map(str, names)):
-                if name not in FIRST_GUESS_OUTPUTS:
-                    continue
-                if name not in table:
-                    raise ConfigError(
-                        f"output_standardization has no entry for output {name!r} (it has {sorted(table)})"
-                    )
-                center, scale = center_and_scale(table[name], f"output_standardization.{name}")
-                weight[FIRST_GUESS_OUTPUTS[name], column] = 1.0 / scale
-                bias[column] = -center / scale
-        self.register_buffer("baseline_weight", weight, persistent=False)
-        self.register_buffer("baseline_bias", bias, persistent=False)
-
-    @staticmethod
-    def _head_sizes(n_outputs, heads) -> dict[str, int]:
-        if (n_outputs is None) == (heads is None):
-            raise ConfigError(
-                "give exactly one of n_outputs (a single head) and heads ({name: n_outputs}), "
-                f"got n_outputs={n_outputs!r}, heads={heads!r}"
-            )
-        if heads is None:
-            return {"output": _positive_int(n_outputs, "n_outputs")}
-        if not isinstance(heads, Mapping) or not heads:
-            raise ConfigError(f"heads must be a non-empty mapping {{name: n_outputs}}, got {heads!r}")
-        return {str(name): _positive_int(size, f"heads.{name}") for name, size in heads.items()}
+        self.register_buffer("coordinates", grid_coordinates(self.grid_size), persistent=False)
 
     def split_outputs(self, outputs: torch.Tensor) -> dict[str, torch.Tensor]:
         """The ``(B, K)`` output as ``{head name: (B, n_outputs)}`` (in the order of ``heads``)."""
@@ -627,13 +782,11 @@ class TraceConv3D(nn.Module):
         else:
             mask = station_mask.bool().flatten(1)  # (B, X Y)
             x = x.flatten(2)  # (B, C, X Y)
-            m = mask[:, None].to(x.dtype)
             pooled = []
             if self.global_pool in ("avg", "avgmax"):
-                pooled.append((x * m).sum(dim=-1) / m.sum(dim=-1).clamp(min=1.0))
+                pooled.append(masked_pool(x, mask, "mean"))
             if self.global_pool in ("max", "avgmax"):
-                filled = x.masked_fill(~mask[:, None], float("-inf")).amax(dim=-1)
-                pooled.append(torch.where(mask.any(dim=-1, keepdim=True), filled, torch.zeros_like(filled)))
+                pooled.append(masked_pool(x, mask, "max"))
         if guess is not None:
             pooled.append(self.first_guess_features(guess).to(x.dtype))
         return torch.cat(pooled, dim=1)
@@ -653,21 +806,3 @@ class TraceConv3D(nn.Module):
             correction = self.first_guess_skip(self.first_guess_features(guess).to(outputs.dtype))
             outputs = outputs + baseline + self.baseline_bias + correction
         return outputs
-
-
-def _activation(name: str) -> nn.Module:
-    try:
-        return activation(name)
-    except ValueError as exc:
-        raise ConfigError(f"activation: {exc}") from None
-
-
-def _first_guess(config) -> ShowerFirstGuess:
-    if not isinstance(config, Mapping):
-        raise ConfigError(
-            f"first_guess must be a mapping of ShowerFirstGuess arguments or null, got {config!r}"
-        )
-    try:
-        return ShowerFirstGuess(**{str(k): v for k, v in config.items()})
-    except TypeError as exc:
-        raise ConfigError(f"first_guess: {exc}") from None

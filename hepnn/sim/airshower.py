@@ -53,10 +53,10 @@ trace networks read. The trace of a station starts ``pretrigger_bins`` (8) bins 
 arrival of its first particles; bins follow a 25 ns clock common to the array (start times
 are multiples of 25 ns).
 
-Note: :func:`hepnn.rootio.write_tree` cannot write fixed-size multi-dimensional numpy
+Note: :func:`hepnn.utils.rootio.write_tree` cannot write fixed-size multi-dimensional numpy
 columns (it declares branches with ``array.dtype``, dropping the inner shape, and uproot's
 ``extend`` refuses the (S, T) rows), so the shards are written here with uproot directly,
-atomically through :func:`hepnn.rootio.atomic_path`, one basket per batch of events.
+atomically through :func:`hepnn.utils.rootio.atomic_path`, one basket per batch of events.
 
 Parametrisations
 ----------------
@@ -158,6 +158,7 @@ import numpy as np
 
 from hepnn.errors import ConfigError
 from hepnn.sim.sample import SampleConfig, SampleKind, SampleReport, ShardReport, generate_sample
+from hepnn.utils import validation as check
 
 SCHEMA_VERSION = 1
 TREE = "tree"
@@ -194,6 +195,8 @@ GUMBEL_PARAMETERS = {
     },
 }
 XMAX_MODELS = (*GUMBEL_PARAMETERS, "gaussian")
+ATMOSPHERE_MODELS = ("us_standard", "isothermal")
+TRIGGER_LEVELS = ("total", "peak")
 
 # U.S. standard atmosphere (Linsley), as in CORSIKA: lower edge of the layer (m), a (g/cm^2),
 # b (g/cm^2), c (m); X(h) = a + b exp(-h / c), and X(h) = a - b h / c in the top layer.
@@ -268,15 +271,22 @@ DEFAULTS: dict[str, dict] = {
 }
 
 
+def _section_value(default, value, key: str):
+    """One value of a physics section, checked against the type of its default."""
+    if isinstance(default, bool):
+        return check.boolean(value, key)
+    if isinstance(default, int):
+        return check.integer(value, key)
+    if isinstance(default, float):
+        return check.number(value, key)
+    if isinstance(default, list):
+        return check.number_list(value, key)
+    return check.string(value, key)
+
+
 def _merge(defaults: Mapping, values: Mapping | None, where: str) -> dict:
     """``defaults`` updated by ``values``; unknown keys and values of the wrong type name their key."""
-    if values is None:
-        values = {}
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"{where} must be a mapping, got {values!r}")
-    unknown = sorted(set(values) - set(defaults))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(defaults)}")
+    values = check.mapping({} if values is None else values, where, sorted(defaults))
     out = {}
     for key, default in defaults.items():
         name = f"{where}.{key}"
@@ -287,34 +297,9 @@ def _merge(defaults: Mapping, values: Mapping | None, where: str) -> dict:
             out[key] = dict(value)
         elif isinstance(default, Mapping):
             out[key] = _merge(default, value, name)
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{name} must be true or false, got {value!r}")
-            out[key] = value
-        elif isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{name} must be an integer, got {value!r}")
-            out[key] = value
-        elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ConfigError(f"{name} must be a number, got {value!r}")
-            out[key] = float(value)
-        elif isinstance(default, list):
-            if not isinstance(value, list | tuple) or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in value
-            ):
-                raise ConfigError(f"{name} must be a list of numbers, got {value!r}")
-            out[key] = [float(v) for v in value]
         else:
-            if not isinstance(value, str):
-                raise ConfigError(f"{name} must be a string, got {value!r}")
-            out[key] = value
+            out[key] = _section_value(default, value, name)
     return out
-
-
-def _require(condition: bool, key: str, what: str, value) -> None:
-    if not condition:
-        raise ConfigError(f"generate.{key} must be {what}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -347,12 +332,7 @@ class AirShowerConfig:
         kind = values.pop("kind", PROCESS)
         if kind != PROCESS:
             raise ConfigError(f"generate.kind must be {PROCESS!r} for an air-shower sample, got {kind!r}")
-        fields = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - fields)
-        if unknown:
-            raise ConfigError(
-                f"generate: unknown key(s) {unknown}; expected some of {sorted(fields | {'kind'})}"
-            )
+        check.mapping(values, "generate", sorted({*cls.__dataclass_fields__, "kind"}))
         if values.get("output_dir") in (None, ""):
             raise ConfigError("generate.output_dir must be set")
         for section, defaults in DEFAULTS.items():
@@ -362,95 +342,11 @@ class AirShowerConfig:
         return cfg
 
     def validate(self) -> None:
-        for key in ("n_events", "events_per_file", "events_per_batch"):
-            value = getattr(self, key)
-            _require(
-                isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                key,
-                "a positive integer",
-                value,
-            )
-        _require(
-            isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
-            "seed",
-            "a non-negative integer",
-            self.seed,
-        )
+        """Check the ranges of the values (:meth:`from_dict` checked their types); errors name the key."""
+        _check_counts(self)
         self.n_workers()
-        a, p, x, t = self.array, self.primary, self.xmax, self.trace
-        _require(a["nx"] >= 1 and a["ny"] >= 1, "array.nx/ny", "positive", (a["nx"], a["ny"]))
-        _require(a["spacing"] > 0, "array.spacing", "positive (m)", a["spacing"])
-        _require(0 <= a["altitude"] < 10000, "array.altitude", "in [0, 10000) m", a["altitude"])
-        lo, hi = p["log10_energy_min"], p["log10_energy_max"]
-        _require(15 <= lo < hi <= 22, "primary.log10_energy_min/max", "15 <= min < max <= 22", (lo, hi))
-        _require(0 < p["zenith_max"] < 90, "primary.zenith_max", "in (0, 90) degrees", p["zenith_max"])
-        for name, fraction in p["composition"].items():
-            _require(
-                name in MASS_NUMBERS, f"primary.composition.{name}", f"one of {sorted(MASS_NUMBERS)}", name
-            )
-            _require(
-                isinstance(fraction, int | float) and not isinstance(fraction, bool) and fraction >= 0,
-                f"primary.composition.{name}",
-                "a non-negative fraction",
-                fraction,
-            )
-        _require(sum(p["composition"].values()) > 0, "primary.composition", "not all zero", p["composition"])
-        _require(x["model"] in XMAX_MODELS, "xmax.model", f"one of {list(XMAX_MODELS)}", x["model"])
-        _require(
-            self.atmosphere["model"] in ("us_standard", "isothermal"),
-            "atmosphere.model",
-            "us_standard or isothermal",
-            self.atmosphere["model"],
-        )
-        _require(
-            len(self.signal["cic"]) == 3, "signal.cic", "3 coefficients (x, x^2, x^3)", self.signal["cic"]
-        )
-        m = self.muons
-        _require(
-            0 <= m["fraction_min"] <= m["fraction_max"] <= 1,
-            "muons.fraction_min/max",
-            "0 <= min <= max <= 1",
-            (m["fraction_min"], m["fraction_max"]),
-        )
-        _require(m["max_pulses"] >= 1, "muons.max_pulses", "a positive integer", m["max_pulses"])
-        _require(m["track_spread"] > 0, "muons.track_spread", "positive", m["track_spread"])
-        _require(t["n_bins"] >= 1, "trace.n_bins", "a positive integer", t["n_bins"])
-        _require(t["bin_width"] > 0, "trace.bin_width", "positive (ns)", t["bin_width"])
-        _require(
-            0 <= t["pretrigger_bins"] < t["n_bins"],
-            "trace.pretrigger_bins",
-            "in [0, n_bins)",
-            t["pretrigger_bins"],
-        )
-        _require(t["noise"] >= 0, "trace.noise", "non-negative (VEM)", t["noise"])
-        _require(
-            self.trigger["level"] in ("total", "peak"),
-            "trigger.level",
-            "total or peak",
-            self.trigger["level"],
-        )
-        _require(
-            0 <= self.trigger["min_stations"] <= self.n_stations,
-            "trigger.min_stations",
-            f"in [0, {self.n_stations}] (the number of stations)",
-            self.trigger["min_stations"],
-        )
-        positive = {
-            "signal": ("energy_scale", "energy_exponent", "r_opt", "r_min", "em_quantum"),
-            "muons": ("signal_per_muon", "tank_height", "tank_radius", "dx_width"),
-            "timing": (
-                "curvature_radius_min",
-                "muon_delay_shape",
-                "pulse_decay",
-                "distance_ref",
-                "distance_min",
-            ),
-            "atmosphere": ("sea_level_depth", "scale_height"),
-        }
-        for section, keys in positive.items():
-            for key in keys:
-                value = getattr(self, section)[key]
-                _require(value > 0, f"{section}.{key}", "positive", value)
+        for check_section in SECTION_CHECKS:
+            check_section(self)
 
     @property
     def n_stations(self) -> int:
@@ -466,6 +362,113 @@ class AirShowerConfig:
     def manifest(self) -> dict[str, object]:
         """What ``manifest.json`` records: :data:`SCHEMA_VERSION` and :meth:`physics_dict`."""
         return {"schema_version": SCHEMA_VERSION, **self.physics_dict()}
+
+
+def _positive_numbers(cfg: AirShowerConfig, section: str, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        check.positive_number(getattr(cfg, section)[key], f"generate.{section}.{key}")
+
+
+def _check_counts(cfg: AirShowerConfig) -> None:
+    """Event counts and the seed."""
+    for key in ("n_events", "events_per_file", "events_per_batch"):
+        check.positive_int(getattr(cfg, key), f"generate.{key}")
+    check.non_negative_int(cfg.seed, "generate.seed")
+
+
+def _check_array(cfg: AirShowerConfig) -> None:
+    """Grid size, spacing (m) and altitude (m a.s.l.)."""
+    a = cfg.array
+    check.positive_int(a["nx"], "generate.array.nx")
+    check.positive_int(a["ny"], "generate.array.ny")
+    check.positive_number(a["spacing"], "generate.array.spacing", unit="m")
+    check.require(0 <= a["altitude"] < 10000, "generate.array.altitude", "in [0, 10000) m", a["altitude"])
+
+
+def _check_primary(cfg: AirShowerConfig) -> None:
+    """Energy range (log10(E/eV)), maximum zenith angle (degrees) and composition."""
+    p = cfg.primary
+    lo, hi = p["log10_energy_min"], p["log10_energy_max"]
+    check.require(
+        15 <= lo < hi <= 22, "generate.primary.log10_energy_min/max", "15 <= min < max <= 22", (lo, hi)
+    )
+    check.require(
+        0 < p["zenith_max"] < 90, "generate.primary.zenith_max", "in (0, 90) degrees", p["zenith_max"]
+    )
+    for name, fraction in p["composition"].items():
+        key = f"generate.primary.composition.{name}"
+        check.choice(name, key, sorted(MASS_NUMBERS))
+        check.non_negative_number(fraction, key)
+    check.require(
+        sum(p["composition"].values()) > 0, "generate.primary.composition", "not all zero", p["composition"]
+    )
+
+
+def _check_xmax_and_atmosphere(cfg: AirShowerConfig) -> None:
+    """The Xmax model and the atmosphere."""
+    check.choice(cfg.xmax["model"], "generate.xmax.model", XMAX_MODELS)
+    check.choice(cfg.atmosphere["model"], "generate.atmosphere.model", ATMOSPHERE_MODELS)
+    _positive_numbers(cfg, "atmosphere", ("sea_level_depth", "scale_height"))
+
+
+def _check_signal(cfg: AirShowerConfig) -> None:
+    """Energy calibration, attenuation and lateral distribution."""
+    cic = cfg.signal["cic"]
+    check.require(len(cic) == 3, "generate.signal.cic", "3 coefficients (x, x^2, x^3)", cic)
+    _positive_numbers(cfg, "signal", ("energy_scale", "energy_exponent", "r_opt", "r_min", "em_quantum"))
+
+
+def _check_muons(cfg: AirShowerConfig) -> None:
+    """Muonic fraction, station (tank) size and muon pulses."""
+    m = cfg.muons
+    check.require(
+        0 <= m["fraction_min"] <= m["fraction_max"] <= 1,
+        "generate.muons.fraction_min/max",
+        "0 <= min <= max <= 1",
+        (m["fraction_min"], m["fraction_max"]),
+    )
+    check.positive_int(m["max_pulses"], "generate.muons.max_pulses")
+    _positive_numbers(
+        cfg, "muons", ("track_spread", "signal_per_muon", "tank_height", "tank_radius", "dx_width")
+    )
+
+
+def _check_timing(cfg: AirShowerConfig) -> None:
+    """Front curvature, particle delays and pulse shape."""
+    keys = ("curvature_radius_min", "muon_delay_shape", "pulse_decay", "distance_ref", "distance_min")
+    _positive_numbers(cfg, "timing", keys)
+
+
+def _check_trace_and_trigger(cfg: AirShowerConfig) -> None:
+    """Trace bins (ns), noise (VEM) and the station trigger."""
+    t = cfg.trace
+    check.positive_int(t["n_bins"], "generate.trace.n_bins")
+    check.positive_number(t["bin_width"], "generate.trace.bin_width", unit="ns")
+    check.require(
+        0 <= t["pretrigger_bins"] < t["n_bins"],
+        "generate.trace.pretrigger_bins",
+        "in [0, n_bins)",
+        t["pretrigger_bins"],
+    )
+    check.non_negative_number(t["noise"], "generate.trace.noise", unit="VEM")
+    check.choice(cfg.trigger["level"], "generate.trigger.level", TRIGGER_LEVELS)
+    check.require(
+        0 <= cfg.trigger["min_stations"] <= cfg.n_stations,
+        "generate.trigger.min_stations",
+        f"in [0, {cfg.n_stations}] (the number of stations)",
+        cfg.trigger["min_stations"],
+    )
+
+
+SECTION_CHECKS = (
+    _check_array,
+    _check_primary,
+    _check_xmax_and_atmosphere,
+    _check_signal,
+    _check_muons,
+    _check_timing,
+    _check_trace_and_trigger,
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -618,6 +621,195 @@ def pulse_response(n_bins: int, bin_width: float, decay: float) -> np.ndarray:
     return np.where(m == 0, 1 - half, np.where(m > 0, later, 0.0))
 
 
+@dataclass(frozen=True, eq=False)
+class ArraySetup:
+    """What the simulation needs of the array, derived once from the configuration: station
+    positions (m, station ``k`` at grid position ``divmod(k, ny)``), the ground's altitude (m a.s.l.)
+    and vertical depth (g/cm^2), the trace's bins (count, width in ns) and its pulse response."""
+
+    station_x: np.ndarray
+    station_y: np.ndarray
+    altitude: float
+    ground_depth: float
+    n_bins: int
+    bin_width: float
+    response: np.ndarray
+
+    @classmethod
+    def from_config(cls, cfg: AirShowerConfig) -> ArraySetup:
+        station_x, station_y, _ = station_layout(cfg.array)
+        altitude = float(cfg.array["altitude"])
+        n_bins, bin_width = int(cfg.trace["n_bins"]), float(cfg.trace["bin_width"])
+        return cls(
+            station_x=station_x,
+            station_y=station_y,
+            altitude=altitude,
+            ground_depth=float(vertical_depth(altitude, cfg.atmosphere)),
+            n_bins=n_bins,
+            bin_width=bin_width,
+            response=pulse_response(n_bins, bin_width, cfg.timing["pulse_decay"]),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class ShowerGeometry:
+    """Per shower ``(n,)``: cosine and sine of the zenith angle, the ``axis`` ``(3, n)`` (unit
+    vector to where the shower comes from), the depth of the ground past the maximum ``delta_x``
+    (g/cm^2) and the distance along the axis from the core to the maximum (m)."""
+
+    cos_zenith: np.ndarray
+    sin_zenith: np.ndarray
+    axis: np.ndarray
+    delta_x: np.ndarray
+    distance_xmax: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class StationGeometry:
+    """Per shower and station ``(n, S)``: ``along`` = a.p (m) for the station offset p from the
+    core and the axis a, ``rho2`` = |p|^2 (m^2) and the distance ``r`` from the axis (m)."""
+
+    along: np.ndarray
+    rho2: np.ndarray
+    r: np.ndarray
+
+
+def fix_primaries(
+    prim: dict[str, np.ndarray], xmax: np.ndarray, primaries: Mapping[str, np.ndarray] | None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The drawn primaries and Xmax with those given in ``primaries`` put in their place."""
+    given = dict(primaries or {})
+    unknown = set(given) - {*prim, "xmax"}
+    if unknown:
+        raise ValueError(f"simulate_events: cannot fix {sorted(unknown)}")
+    prim.update({k: np.asarray(v, dtype=prim[k].dtype) for k, v in given.items() if k != "xmax"})
+    if "xmax" in given:
+        xmax = np.asarray(given["xmax"], dtype=float)
+    return prim, xmax
+
+
+def shower_geometry(
+    prim: Mapping, xmax: np.ndarray, setup: ArraySetup, atmosphere: Mapping
+) -> ShowerGeometry:
+    """Axis and longitudinal development: depth of the ground past the maximum, distance to it."""
+    zenith, azimuth = prim["zenith"], prim["azimuth"]
+    cos_t, sin_t = np.cos(zenith), np.sin(zenith)
+    axis = np.stack([sin_t * np.cos(azimuth), sin_t * np.sin(azimuth), cos_t])
+    return ShowerGeometry(
+        cos_zenith=cos_t,
+        sin_zenith=sin_t,
+        axis=axis,
+        delta_x=setup.ground_depth / cos_t - xmax,
+        distance_xmax=distance_to_xmax(xmax, cos_t, atmosphere, setup.altitude),
+    )
+
+
+def station_geometry(prim: Mapping, axis: np.ndarray, setup: ArraySetup) -> StationGeometry:
+    """Station offsets from the core and distances from the axis in the shower plane."""
+    px = setup.station_x[None, :] - prim["core_x"][:, None]
+    py = setup.station_y[None, :] - prim["core_y"][:, None]
+    along = px * axis[0][:, None] + py * axis[1][:, None]
+    rho2 = px**2 + py**2
+    return StationGeometry(along=along, rho2=rho2, r=np.sqrt(np.maximum(rho2 - along**2, 0.0)))
+
+
+def component_means(
+    s1000: np.ndarray, f_mu: np.ndarray, r: np.ndarray, cos_zenith: np.ndarray, signal: Mapping
+) -> tuple[np.ndarray, np.ndarray]:
+    """Expected muonic and electromagnetic signals ``(n, S)`` (VEM) from S1000 and the muonic fraction."""
+    sec = 1.0 / cos_zenith
+    beta_em = signal["beta_em"] + signal["beta_em_sec"] * (sec - 1)
+    beta_mu = signal["beta_mu"] + signal["beta_mu_sec"] * (sec - 1)
+    mean_mu = (s1000 * f_mu)[:, None] * lateral_distribution(r, beta_mu[:, None], signal)
+    mean_em = (s1000 * (1 - f_mu))[:, None] * lateral_distribution(r, beta_em[:, None], signal)
+    return mean_mu, mean_em
+
+
+def sample_muon_pulses(
+    mean_mu: np.ndarray, geometry: ShowerGeometry, muons: Mapping, rng: np.random.Generator
+) -> np.ndarray:
+    """Signals (VEM) ``(n, S, max_pulses)`` of the counted muons, spread over ``max_pulses`` pulses."""
+    cos_t, sin_t = geometry.cos_zenith, geometry.sin_zenith
+    track = 1.0 / (cos_t + 2 * muons["tank_height"] / (math.pi * muons["tank_radius"]) * sin_t)
+    per_muon = (muons["signal_per_muon"] * track)[:, None]
+    n_muons = rng.poisson(mean_mu / per_muon)
+    slots = int(muons["max_pulses"])
+    in_slot = n_muons[..., None] // slots + (np.arange(slots) < (n_muons % slots)[..., None])
+    kappa = 1.0 / muons["track_spread"] ** 2
+    return per_muon[..., None] * rng.gamma(in_slot * kappa, 1.0 / kappa)
+
+
+def sample_timing(
+    geometry: ShowerGeometry,
+    stations: StationGeometry,
+    muon_pulses_shape: tuple[int, ...],
+    timing: Mapping,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Curved front, jitter and particle delays (ns): the delay of every muon pulse ``(n, S, pulses)``,
+    the mean electromagnetic delay ``(n, S)`` and the first particle's arrival ``(n, S)``."""
+    r = stations.r
+    k_dist = delay_scale(geometry.distance_xmax, timing)
+    scaled_r = r / 1000.0 * k_dist[:, None]
+    tau_mu = timing["muon_delay"] + timing["muon_delay_1000"] * scaled_r
+    tau_em = timing["em_delay"] + timing["em_delay_1000"] * scaled_r
+    shape_mu = timing["muon_delay_shape"]
+    muon_delay = rng.gamma(shape_mu, 1.0, size=muon_pulses_shape) * (tau_mu / shape_mu)[..., None]
+    radius = timing["curvature_radius_min"] + np.maximum(geometry.distance_xmax, 0.0)
+    jitter = np.sqrt(timing["jitter"] ** 2 + (timing["jitter_1000"] * r / 1000.0) ** 2)
+    arrival = front_time(stations.along, stations.rho2, radius[:, None]) + jitter * rng.standard_normal(
+        r.shape
+    )
+    return muon_delay, tau_em, arrival
+
+
+def trace_start(arrival: np.ndarray, setup: ArraySetup, pretrigger_bins: int) -> np.ndarray:
+    """Start time (ns) of every trace: bins on a common clock, the first particles ``pretrigger_bins`` in."""
+    width = setup.bin_width
+    return (np.floor(arrival / width) - pretrigger_bins) * width
+
+
+def deposits_per_bin(
+    phase: np.ndarray,
+    muon_pulses: np.ndarray,
+    muon_delay: np.ndarray,
+    em_signal: np.ndarray,
+    tau_em: np.ndarray,
+    setup: ArraySetup,
+) -> np.ndarray:
+    """Signal (VEM) arriving in every bin ``(n, S, n_bins)``: the muon pulses where they land, the
+    electromagnetic signal spread with a Gamma(2) arrival-time distribution; ``phase`` (ns) is the
+    first particle's arrival after the trace's start."""
+    n, n_stations = phase.shape
+    n_bins, width = setup.n_bins, setup.bin_width
+    muon_bin = np.floor((phase[..., None] + muon_delay) / width).astype(np.int64)
+    keep = (muon_bin < n_bins) & (muon_pulses > 0)
+    cell = np.arange(n * n_stations).reshape(n, n_stations)[..., None] * n_bins + muon_bin
+    deposits = np.bincount(cell[keep], weights=muon_pulses[keep], minlength=n * n_stations * n_bins)
+    deposits = deposits.reshape(n, n_stations, n_bins)
+    edges = np.arange(n_bins + 1) * width
+    u = np.maximum(edges - phase[..., None], 0.0) / (tau_em[..., None] / 2)
+    em_cdf = 1.0 - np.exp(-u) * (1.0 + u)  # Gamma(2) arrival-time distribution
+    deposits += em_signal[..., None] * np.diff(em_cdf, axis=-1)
+    return deposits
+
+
+def record_traces(
+    deposits: np.ndarray, setup: ArraySetup, noise: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Traces (VEM per bin): every deposit as an exponential light pulse, plus baseline noise."""
+    n, n_stations, n_bins = deposits.shape
+    traces = (deposits.reshape(-1, n_bins) @ setup.response).reshape(n, n_stations, n_bins)
+    traces += noise * rng.standard_normal(traces.shape)
+    return traces
+
+
+def station_trigger(traces: np.ndarray, trigger: Mapping) -> np.ndarray:
+    """Triggered stations ``(n, S)``: trace total (``level: total``) or peak bin (``peak``) >= threshold."""
+    level = traces.sum(axis=-1) if trigger["level"] == "total" else traces.max(axis=-1)
+    return level >= trigger["threshold"]
+
+
 def simulate_events(
     n: int,
     rng: np.random.Generator,
@@ -630,101 +822,60 @@ def simulate_events(
     ``core_x``, ``core_y``, ``xmax`` (arrays of length ``n``): all primaries are still drawn (and
     then replaced), so fixing some does not change how the others are drawn for a given seed.
     """
-    a_cfg, s_cfg, m_cfg, t_cfg, tr_cfg = cfg.array, cfg.signal, cfg.muons, cfg.timing, cfg.trace
+    setup = ArraySetup.from_config(cfg)
     prim = sample_primaries(n, rng, cfg)
     xmax = sample_xmax(prim["log10_energy"], prim["mass"], rng, cfg.xmax)
-    given = dict(primaries or {})
-    unknown = set(given) - {*prim, "xmax"}
-    if unknown:
-        raise ValueError(f"simulate_events: cannot fix {sorted(unknown)}")
-    prim.update({k: np.asarray(v, dtype=prim[k].dtype) for k, v in given.items() if k != "xmax"})
-    if "xmax" in given:
-        xmax = np.asarray(given["xmax"], dtype=float)
-    zenith, azimuth = prim["zenith"], prim["azimuth"]
-    cos_t, sin_t = np.cos(zenith), np.sin(zenith)
-    axis = np.stack([sin_t * np.cos(azimuth), sin_t * np.sin(azimuth), cos_t])
+    prim, xmax = fix_primaries(prim, xmax, primaries)
+    geometry = shower_geometry(prim, xmax, setup, cfg.atmosphere)
+    stations = station_geometry(prim, geometry.axis, setup)
 
-    # longitudinal development: depth of the ground past the maximum, distance to the maximum
-    altitude = float(a_cfg["altitude"])
-    ground_depth = float(vertical_depth(altitude, cfg.atmosphere))
-    delta_x = ground_depth / cos_t - xmax
-    distance_xmax = distance_to_xmax(xmax, cos_t, cfg.atmosphere, altitude)
+    # expected signals of the two components (VEM) and their fluctuations
+    s1000 = expected_s1000(prim["log10_energy"], prim["zenith"], cfg.signal)
+    f_mu = muon_fraction(geometry.delta_x, cfg.muons)
+    mean_mu, mean_em = component_means(s1000, f_mu, stations.r, geometry.cos_zenith, cfg.signal)
+    muon_pulses = sample_muon_pulses(mean_mu, geometry, cfg.muons, rng)
+    quantum = cfg.signal["em_quantum"]
+    em_signal = rng.gamma(mean_em / quantum, quantum)  # many small particles
 
-    # station geometry: offset from the core, distance from the axis in the shower plane
-    sx, sy, _ = station_layout(a_cfg)
-    px = sx[None, :] - prim["core_x"][:, None]
-    py = sy[None, :] - prim["core_y"][:, None]
-    along = px * axis[0][:, None] + py * axis[1][:, None]
-    rho2 = px**2 + py**2
-    r = np.sqrt(np.maximum(rho2 - along**2, 0.0))
-
-    # expected signals of the two components (VEM)
-    s1000 = expected_s1000(prim["log10_energy"], zenith, s_cfg)
-    f_mu = muon_fraction(delta_x, m_cfg)
-    sec = 1.0 / cos_t
-    beta_em = s_cfg["beta_em"] + s_cfg["beta_em_sec"] * (sec - 1)
-    beta_mu = s_cfg["beta_mu"] + s_cfg["beta_mu_sec"] * (sec - 1)
-    mean_mu = (s1000 * f_mu)[:, None] * lateral_distribution(r, beta_mu[:, None], s_cfg)
-    mean_em = (s1000 * (1 - f_mu))[:, None] * lateral_distribution(r, beta_em[:, None], s_cfg)
-
-    # fluctuations: counted muons in at most max_pulses pulses, Gamma-distributed EM signal
-    track = 1.0 / (cos_t + 2 * m_cfg["tank_height"] / (math.pi * m_cfg["tank_radius"]) * sin_t)
-    per_muon = (m_cfg["signal_per_muon"] * track)[:, None]
-    n_muons = rng.poisson(mean_mu / per_muon)
-    slots = int(m_cfg["max_pulses"])
-    in_slot = n_muons[..., None] // slots + (np.arange(slots) < (n_muons % slots)[..., None])
-    kappa = 1.0 / m_cfg["track_spread"] ** 2
-    muon_amp = per_muon[..., None] * rng.gamma(in_slot * kappa, 1.0 / kappa)
-    em_signal = rng.gamma(mean_em / s_cfg["em_quantum"], s_cfg["em_quantum"])
-
-    # timing: curved front, jitter, particle delays (ns)
-    k_dist = delay_scale(distance_xmax, t_cfg)
-    scaled_r = r / 1000.0 * k_dist[:, None]
-    tau_mu = t_cfg["muon_delay"] + t_cfg["muon_delay_1000"] * scaled_r
-    tau_em = t_cfg["em_delay"] + t_cfg["em_delay_1000"] * scaled_r
-    shape_mu = t_cfg["muon_delay_shape"]
-    muon_delay = rng.gamma(shape_mu, 1.0, size=muon_amp.shape) * (tau_mu / shape_mu)[..., None]
-    radius = t_cfg["curvature_radius_min"] + np.maximum(distance_xmax, 0.0)
-    jitter = np.sqrt(t_cfg["jitter"] ** 2 + (t_cfg["jitter_1000"] * r / 1000.0) ** 2)
-    arrival = front_time(along, rho2, radius[:, None]) + jitter * rng.standard_normal(r.shape)
-
-    # traces: bins on a common clock, the first particles pretrigger_bins after the start
-    n_bins, width = int(tr_cfg["n_bins"]), float(tr_cfg["bin_width"])
-    start = (np.floor(arrival / width) - tr_cfg["pretrigger_bins"]) * width
-    phase = arrival - start
-    n_stations = r.shape[1]
-    muon_bin = np.floor((phase[..., None] + muon_delay) / width).astype(np.int64)
-    keep = (muon_bin < n_bins) & (muon_amp > 0)
-    cell = np.arange(n * n_stations).reshape(n, n_stations)[..., None] * n_bins + muon_bin
-    deposits = np.bincount(cell[keep], weights=muon_amp[keep], minlength=n * n_stations * n_bins)
-    deposits = deposits.reshape(n, n_stations, n_bins)
-    edges = np.arange(n_bins + 1) * width
-    u = np.maximum(edges - phase[..., None], 0.0) / (tau_em[..., None] / 2)
-    em_cdf = 1.0 - np.exp(-u) * (1.0 + u)  # Gamma(2) arrival-time distribution
-    deposits += em_signal[..., None] * np.diff(em_cdf, axis=-1)
-    response = pulse_response(n_bins, width, t_cfg["pulse_decay"])
-    traces = (deposits.reshape(-1, n_bins) @ response).reshape(n, n_stations, n_bins)
-    traces += tr_cfg["noise"] * rng.standard_normal(traces.shape)
-
-    # station trigger
-    level = traces.sum(axis=-1) if cfg.trigger["level"] == "total" else traces.max(axis=-1)
-    triggered = level >= cfg.trigger["threshold"]
+    # timing and traces
+    muon_delay, tau_em, arrival = sample_timing(geometry, stations, muon_pulses.shape, cfg.timing, rng)
+    start = trace_start(arrival, setup, cfg.trace["pretrigger_bins"])
+    deposits = deposits_per_bin(arrival - start, muon_pulses, muon_delay, em_signal, tau_em, setup)
+    traces = record_traces(deposits, setup, cfg.trace["noise"], rng)
+    triggered = station_trigger(traces, cfg.trigger)
     traces[~triggered] = 0.0
-    muon_signal = np.where(triggered, muon_amp.sum(axis=-1), 0.0)
+    muon_signal = np.where(triggered, muon_pulses.sum(axis=-1), 0.0)
+    return event_columns(prim, xmax, geometry, setup, traces, start, triggered, muon_signal, s1000, f_mu)
 
+
+def event_columns(
+    prim: Mapping,
+    xmax: np.ndarray,
+    geometry: ShowerGeometry,
+    setup: ArraySetup,
+    traces: np.ndarray,
+    start: np.ndarray,
+    triggered: np.ndarray,
+    muon_signal: np.ndarray,
+    s1000: np.ndarray,
+    f_mu: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The branches of the tree (see the module docstring), in their types."""
     f32 = np.float32
+    n, n_stations = triggered.shape
+    axis = geometry.axis
     return {
         "traces": traces.astype(f32),
         "station_start_time": np.where(triggered, start, 0.0).astype(f32),
-        "station_x": np.broadcast_to(sx.astype(f32), (n, n_stations)).copy(),
-        "station_y": np.broadcast_to(sy.astype(f32), (n, n_stations)).copy(),
+        "station_x": np.broadcast_to(setup.station_x.astype(f32), (n, n_stations)).copy(),
+        "station_y": np.broadcast_to(setup.station_y.astype(f32), (n, n_stations)).copy(),
         "station_triggered": triggered,
         "station_muon_signal": muon_signal.astype(f32),
         "log10_energy": prim["log10_energy"].astype(f32),
         "xmax": xmax.astype(f32),
         "mass": prim["mass"].astype(np.int32),
-        "zenith": zenith.astype(f32),
-        "azimuth": azimuth.astype(f32),
+        "zenith": prim["zenith"].astype(f32),
+        "azimuth": prim["azimuth"].astype(f32),
         "axis_x": axis[0].astype(f32),
         "axis_y": axis[1].astype(f32),
         "axis_z": axis[2].astype(f32),
@@ -795,8 +946,8 @@ def generate_airshower_shard(shard: AirShowerShard, cfg: AirShowerConfig, progre
     """Simulate and write one shard, a basket per batch; ``progress(n)`` (or the worker's queue) is told."""
     import uproot
 
-    from hepnn.rootio import atomic_path
     from hepnn.sim.sample import progress_reporter
+    from hepnn.utils.rootio import atomic_path
 
     report = progress_reporter(progress)
     begin = time.perf_counter()
