@@ -24,9 +24,9 @@ The hepnn rows come for each number of workers and each ``--read-ahead`` depth (
 preprocessed ahead by a background thread of each worker, or of this process without workers).
 
 The benchmark process runs with glibc's default allocator, as a plain ``uproot.iterate`` would;
-``--keep-freed-memory`` makes it keep the memory it frees (:func:`hepnn.utils.memory.keep_freed_memory`,
-what the training process does by default) for every row, the limit's included. DataLoader
-workers always do.
+``--keep-freed-memory`` makes it keep the memory it frees
+(:func:`hepnn.data.loading.memory.keep_freed_memory`, what the training process does by default)
+for every row, the limit's included. DataLoader workers always do.
 
 Ratios are to the ``uproot.iterate`` row of the same run: ``/limit`` compares best passes;
 ``paired /limit`` runs a pass of the limit right before every pass of every row and gives the
@@ -48,12 +48,12 @@ import numpy as np
 import uproot
 
 from hepnn.data.dataset import ChunkedRootDataset
-from hepnn.data.loader import BatchLoader
+from hepnn.data.loading.loader import BatchLoader
+from hepnn.data.loading.memory import keep_freed_memory
 from hepnn.data.source import inspect_files, plan_chunks
 from hepnn.data.spec import DataSpec
-from hepnn.rootio import write_tree
 from hepnn.utils.config import project_root
-from hepnn.utils.memory import keep_freed_memory
+from hepnn.utils.rootio import write_tree
 
 TREE = "tree"
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hepnn.data.cache import ChunkCache
-from hepnn.data.kernels import fill_padded
+from hepnn.data.loading.kernels import fill_padded
 from hepnn.data.preprocess import ChunkData, JaggedColumns
 from hepnn.data.source import Chunk
 

@@ -13,8 +13,9 @@ import uproot
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
+from hepnn.checkpoint import load_checkpoint
 from hepnn.errors import ConfigError
-from hepnn.evaluate import evaluate, load_checkpoint
+from hepnn.evaluate import evaluate
 from tests.conftest import REPO, run_module
 from tests.test_train import run_training
 

@@ -19,16 +19,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from hepnn.evaluate import load_checkpoint, rebuild_datamodule, stored_config
-from hepnn.export import (
-    ExportError,
-    GroupStandardization,
-    UsageError,
-    build_export_model,
-    export_onnx,
-    main,
-    parse_args,
-)
+from hepnn.checkpoint import load_checkpoint, rebuild_datamodule, stored_config
+from hepnn.deploy.graph import ExportError, GroupStandardization
+from hepnn.deploy.onnx import build_export_model, export_onnx
 from tests.conftest import run_module
 from tests.test_train import run_training
 
@@ -120,7 +113,7 @@ class Exported:
         task = self.model.task.eval()
         with torch.no_grad():
             outputs = task(batch)
-            if self.model.kind == "classification":
+            if self.model.task.kind == "classification":
                 return outputs.softmax(dim=-1).numpy()
             return task.to_physical(outputs).numpy()
 
@@ -130,7 +123,7 @@ class Exported:
 
     def scale(self) -> np.ndarray:
         """Per-column scale of the comparison: 1 for probabilities, the target scales for predictions."""
-        if self.model.kind == "classification":
+        if self.model.task.kind == "classification":
             return np.ones(1, dtype=np.float32)
         return self.model.task.target_scale.numpy()
 
@@ -161,7 +154,7 @@ def test_onnx_matches_pytorch_on_a_real_test_batch(exported):
         f"{exported.name}: max |onnx - torch| = {absolute:.3g}, / scale = {difference:.3g} ({len(onnx_out)})"
     )
     assert difference < TOLERANCE
-    if exported.model.kind == "classification":
+    if exported.model.task.kind == "classification":
         np.testing.assert_allclose(onnx_out.sum(axis=1), 1.0, atol=1e-5)
 
 
@@ -237,7 +230,7 @@ def test_sidecar_describes_inputs_standardisation_and_outputs(exported):
             "name": "part_pt_log",
             "expression": "np.log(part_pt)",
             "branch": False,
-            "unit": "log(pT / GeV)",
+            "unit": "log(pT/GeV)",  # data.inputs.particles.features.part_pt_log.unit
             "center": 1.2,
             "scale": 1.5,
             "clip": [-5.0, 5.0],
@@ -281,8 +274,8 @@ def test_command_line_writes_both_files(exported, tmp_path):
 def test_default_output_is_next_to_the_checkpoint(exported, tmp_path):
     ckpt = tmp_path / "model.ckpt"
     ckpt.write_bytes(exported.ckpt.read_bytes())
-    assert main([f"ckpt_path={ckpt}"]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ckpt", "model.json", "model.onnx"]
+    run_module("hepnn.export", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}/log", cwd=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log", "model.ckpt", "model.json", "model.onnx"]
 
 
 @pytest.mark.parametrize("exported", ["lstm"], indirect=True)
@@ -300,18 +293,21 @@ def test_a_family_that_does_not_trace_is_named_and_leaves_no_file(exported, tmp_
     assert list(tmp_path.iterdir()) == []
 
 
-def test_command_line_errors(tmp_path, capsys):
-    assert main(["ckpt_path=x.ckpt", "format=torchscript"]) == 2
-    assert "format='torchscript' is not supported" in capsys.readouterr().err
-    assert main(["format=onnx"]) == 2
-    assert main(["ckpt_path=x.ckpt", "output=x.pt"]) == 2
-    assert main(["ckpt_path=x.ckpt", "opset=13"]) == 2
-    with pytest.raises(UsageError, match="unexpected argument"):
-        parse_args(["ckpt=x"])
+def test_command_line_errors_are_one_line_and_leave_no_file(tmp_path):
     missing = tmp_path / "missing.ckpt"
-    with pytest.raises(SystemExit, match=f"hepnn: error: ckpt_path: checkpoint {missing} does not exist"):
-        main([f"ckpt_path={missing}"])
-    assert not list(tmp_path.iterdir())
+    cases = {
+        "format=torchscript": "hepnn: error: format: 'torchscript' is not supported; formats: onnx",
+        "output=x.pt": "hepnn: error: output: x.pt must end in .onnx (the sidecar goes next to it as .json)",
+        "opset=13": "hepnn: error: opset: 13 is too old; hepnn exports with opset >= 17",
+        "": f"hepnn: error: ckpt_path: checkpoint {missing} does not exist",
+    }
+    for override, message in cases.items():
+        args = [f"ckpt_path={missing}", f"hydra.run.dir={tmp_path}/log", *([override] if override else [])]
+        result = run_module("hepnn.export", *args, cwd=tmp_path, check=False)
+        assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == message, result.stderr
+    result = run_module("hepnn.export", f"hydra.run.dir={tmp_path}/log", cwd=tmp_path, check=False)
+    assert result.returncode == 1 and "Missing mandatory value: ckpt_path" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log"]
 
 
 def test_nonfinite_values_are_replaced_in_the_graph_as_by_the_loader():

@@ -1,4 +1,4 @@
-"""The shared-memory handoff of batches from DataLoader workers (hepnn.data.handoff)."""
+"""The shared-memory handoff of batches from DataLoader workers (hepnn.data.loading.handoff)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from hepnn.data.handoff import BatchHandoff
+from hepnn.data.loading.handoff import BatchHandoff
 
 
 def make_build(number: int, rows: int):

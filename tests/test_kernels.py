@@ -1,4 +1,4 @@
-"""The compiled loops of the loader (hepnn.data.kernels) and the entry-blocked jagged layout they
+"""The compiled loops of the loader (hepnn.data.loading.kernels) and the entry-blocked jagged layout they
 work on (hepnn.data.preprocess.JaggedColumns), against plain numpy."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hepnn.data.kernels import fill_padded
+from hepnn.data.loading.kernels import fill_padded
 from hepnn.data.preprocess import ChunkData, JaggedColumns
 
 

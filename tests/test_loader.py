@@ -695,7 +695,7 @@ import sys
 import torch
 from torch.utils.data import IterableDataset
 
-from hepnn.data.loader import BatchLoader
+from hepnn.data.loading.loader import BatchLoader
 
 
 class Probe(IterableDataset):
@@ -748,7 +748,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 import script_import_probe  # records the process that imported it
-from hepnn.data.loader import MAIN_SCRIPT_VARIABLE, BatchLoader
+from hepnn.data.loading.loader import MAIN_SCRIPT_VARIABLE, BatchLoader
 
 RAN_IN = os.getpid()  # the process that ran this script's top level (again, as __mp_main__)
 

@@ -1,18 +1,18 @@
-"""Keeping freed memory (hepnn.utils.memory): a process reuses what it freed instead of new pages."""
+"""Keeping freed memory (hepnn.data.loading.memory): a process reuses what it freed instead of new pages."""
 
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import compose_train
+from tests.conftest import compose_train, make_datamodule
 
 PROBE = """
 import resource, sys
 
 import numpy as np
 
-from hepnn.utils.memory import keep_freed_memory
+from hepnn.data.loading.memory import keep_freed_memory
 
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
@@ -45,21 +45,14 @@ def test_a_process_that_keeps_freed_memory_allocates_again_without_page_faults()
 
 
 @pytest.mark.parametrize("keep", [True, False])
-def test_training_and_evaluation_keep_freed_memory_unless_configured_not_to(keep, tmp_path, monkeypatch):
-    import hepnn.evaluate
-    import hepnn.training
+def test_the_data_module_keeps_freed_memory_unless_configured_not_to(keep, jet_sample, monkeypatch):
+    import hepnn.data.datamodule
     from tests.test_evaluate import compose_evaluate
 
     calls = []
-    monkeypatch.setattr(hepnn.training, "keep_freed_memory", lambda: calls.append("train"))
-    monkeypatch.setattr(hepnn.evaluate, "keep_freed_memory", lambda: calls.append("evaluate"))
-    (tmp_path / "summary.json").write_text('{"finished": true}')  # a finished run: nothing else runs
-    cfg = compose_train(f"paths.output_dir={tmp_path}", f"keep_freed_memory={keep}")
-    assert hepnn.training.train(cfg) == {"finished": True}
-    cfg = compose_evaluate(
-        f"paths.output_dir={tmp_path}", f"ckpt_path={tmp_path}/none.ckpt", f"keep_freed_memory={keep}"
-    )
-    with pytest.raises(hepnn.evaluate.CheckpointError):  # after the setting, before any work
-        hepnn.evaluate.evaluate(cfg)
-    assert calls == (["train", "evaluate"] if keep else [])
-    assert compose_train().keep_freed_memory is True and compose_evaluate("ckpt_path=x").keep_freed_memory
+    monkeypatch.setattr(hepnn.data.datamodule, "keep_freed_memory", lambda: calls.append("setup"))
+    datamodule = make_datamodule(f"{jet_sample}/*.root", keep_freed_memory=keep)
+    datamodule.setup("test")
+    assert calls == (["setup"] if keep else [])
+    assert compose_train().data.keep_freed_memory is True
+    assert compose_evaluate("ckpt_path=x", f"data.keep_freed_memory={keep}").data.keep_freed_memory is keep

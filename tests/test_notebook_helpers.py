@@ -1,4 +1,4 @@
-"""hepnn.notebook_helpers: run directories, samples and air-shower event figures for the notebooks."""
+"""hepnn.analysis.notebook_helpers: run directories, samples and air-shower figures for the notebooks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import uproot
 from matplotlib.figure import Figure
 
-from hepnn import notebook_helpers as nh
+from hepnn.analysis import notebook_helpers as nh
 from hepnn.data.source import DataInputError
 from hepnn.metrics import regression as rm
 

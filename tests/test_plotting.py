@@ -12,7 +12,11 @@ import numpy as np
 import pytest
 import uproot
 
-from hepnn import plot, plotting
+from hepnn.analysis import plotting
+from hepnn.analysis.runs import find_metrics_csv, read_predictions
+from hepnn.errors import ConfigError
+from hepnn.plot import make_plots
+from hepnn.tasks.regression import RegressionTask
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -322,12 +326,13 @@ def classifier_run(tmp_path: Path) -> Path:
         },
     }
     (run / "summary.json").write_text(json.dumps(summary))
-    (run / "config.yaml").write_text("model:\n  signal_class: null\n")
     write_metrics_csv(run / "csv" / "version_0" / "metrics.csv")  # found by the search
     return run
 
 
-def regression_run(tmp_path: Path) -> Path:
+def regression_run(tmp_path: Path, task: bool = False) -> Path:
+    """A regression run directory; its predictions file names its task and units with ``task``,
+    as hepnn writes it, or carries only the targets, as older files do."""
     run = tmp_path / "reg_run"
     rng = np.random.default_rng(4)
     n = 300
@@ -341,6 +346,9 @@ def regression_run(tmp_path: Path) -> Path:
         f.mktree("predictions", {k: v.dtype for k, v in columns.items()})
         f["predictions"].extend(columns)
         f["targets"] = json.dumps(["xmax", "core_x"])
+        if task:
+            f["task"] = "hepnn.tasks.regression.RegressionTask"
+            f["units"] = json.dumps({"xmax": "g/cm^2", "core_x": "m"})
     (run / "summary.json").write_text(json.dumps({"test/xmax_resolution": 10.0}))
     write_metrics_csv(run / "csv" / "metrics.csv")
     return run
@@ -355,19 +363,30 @@ def assert_written(out_dir: Path, stems: list[str], formats=("png", "pdf")) -> N
             assert path.read_bytes().startswith(magic[fmt]), f"{path} is not a {fmt} file"
 
 
-def test_plot_main_classifier_run(tmp_path, capsys):
+def run_plot(*overrides: str, cwd: Path):
+    """``python -m hepnn.plot`` as a user runs it (its Hydra log under ``cwd/log``)."""
+    return subprocess.run(
+        [sys.executable, "-m", "hepnn.plot", *overrides, f"hydra.run.dir={cwd}/log"],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+    )
+
+
+def test_plot_command_draws_a_classifier_run(tmp_path):
     run = classifier_run(tmp_path)
-    assert plot.main([f"run_dir={run}"]) == 0
+    result = run_plot(f"run_dir={run}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
     stems = ["training_curves", "learning_rate", "roc", "score_distributions", "confusion_matrix"]
     assert_written(run / "plots", stems)
-    printed = capsys.readouterr().out.split()
+    printed = result.stdout.split()
     assert sorted(printed) == sorted(str(run / "plots" / f"{s}.{f}") for s in stems for f in ("png", "pdf"))
 
 
-def test_plot_main_regression_run_png_only_into_out_dir(tmp_path, capsys):
+def test_a_regression_run_is_drawn_by_its_task_in_png_only_into_out_dir(tmp_path):
     run = regression_run(tmp_path)
     out = tmp_path / "elsewhere"
-    assert plot.main([f"run_dir={run}", "formats=[png]", f"out_dir={out}"]) == 0
+    report = make_plots(run, out, ["png"])
     stems = [
         "training_curves",
         "learning_rate",
@@ -377,42 +396,57 @@ def test_plot_main_regression_run_png_only_into_out_dir(tmp_path, capsys):
         "predicted_vs_true_core_x",
     ]
     assert_written(out, stems, formats=("png",))
+    assert sorted(report.written) == sorted(out / f"{s}.png" for s in stems)
     assert not list(out.glob("*.pdf"))
     assert not (run / "plots").exists()
 
 
-def test_plot_reports_missing_pieces_by_name(tmp_path, capsys):
+def test_the_predictions_file_names_the_task_and_the_units_that_draw_it(tmp_path):
+    run = regression_run(tmp_path, task=True)
+    predictions = read_predictions(run / "predictions" / "test.root")
+    assert predictions["task"] is RegressionTask and predictions["kind"] == "regression"
+    assert predictions["units"] == {"xmax": "g/cm^2", "core_x": "m"}
+    plots = dict(RegressionTask.plots(predictions, {}, run.name))
+    figure = plots["resolution_xmax"]()
+    assert "g/cm$^{2}$" in " ".join(ax.get_xlabel() for ax in figure.axes)
+
+
+def test_plot_reports_missing_pieces_by_name(tmp_path):
     run = regression_run(tmp_path)
     (run / "predictions" / "test.root").unlink()
     (run / "summary.json").unlink()
-    assert plot.main([f"run_dir={run}", "formats=png"]) == 0  # the training curves are still there
-    err = capsys.readouterr().err
-    assert f"no predictions file {run / 'predictions' / 'test.root'}" in err
-    assert "no summary.json" in err
-    (run / "csv" / "metrics.csv").unlink()
-    assert plot.main([f"run_dir={run}"]) == 1
-    err = capsys.readouterr().err
-    assert "no metrics.csv" in err and "no plot written" in err
-
-
-def test_plot_command_line_errors(tmp_path, capsys):
-    missing = tmp_path / "no_such_run"
-    result = subprocess.run(
-        [sys.executable, "-m", "hepnn.plot", f"run_dir={missing}"], capture_output=True, text=True, cwd=REPO
+    report = make_plots(run, formats=["png"])  # the training curves are still there
+    assert report.written
+    assert (
+        f"no predictions file {run / 'predictions' / 'test.root'}: no plots of the task's predictions"
+        in report.notes
     )
-    assert result.returncode == 2
-    assert f"run directory {missing} does not exist" in result.stderr
+    assert f"no summary.json in {run}" in report.notes
+    (run / "csv" / "metrics.csv").unlink()
+    result = run_plot(f"run_dir={run}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "no metrics.csv" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"hepnn: error: run_dir: no plot written for {run}"
+
+
+def test_plot_command_line_errors(tmp_path):
+    missing = tmp_path / "no_such_run"
+    result = run_plot(f"run_dir={missing}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"hepnn: error: run_dir: run directory {missing} does not exist (or is not a directory)"
+    )
     assert "Traceback" not in result.stderr
-    assert plot.main(["colour=red"]) == 2
-    assert "unexpected argument 'colour=red'" in capsys.readouterr().err
-    assert plot.main([f"run_dir={tmp_path}", "formats=[png,bmpx]"]) == 2
-    assert "unknown figure formats ['bmpx']" in capsys.readouterr().err
+    result = run_plot("colour=red", f"run_dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 1 and "Key 'colour' is not in struct" in result.stderr
+    with pytest.raises(ConfigError, match=r"formats: unknown figure formats \['bmpx'\]"):
+        make_plots(tmp_path, formats=["png", "bmpx"])
 
 
 def test_find_metrics_csv_prefers_direct_then_highest_version(tmp_path):
-    assert plot.find_metrics_csv(tmp_path) is None
+    assert find_metrics_csv(tmp_path) is None
     for version in (2, 10):
         write_metrics_csv(tmp_path / "csv" / f"version_{version}" / "metrics.csv")
-    assert plot.find_metrics_csv(tmp_path) == tmp_path / "csv" / "version_10" / "metrics.csv"
+    assert find_metrics_csv(tmp_path) == tmp_path / "csv" / "version_10" / "metrics.csv"
     write_metrics_csv(tmp_path / "csv" / "metrics.csv")
-    assert plot.find_metrics_csv(tmp_path) == tmp_path / "csv" / "metrics.csv"
+    assert find_metrics_csv(tmp_path) == tmp_path / "csv" / "metrics.csv"

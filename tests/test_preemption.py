@@ -13,7 +13,7 @@ import time
 import pytest
 
 from hepnn.errors import ConfigError
-from hepnn.preemption import parse_signal, resume_checkpoint
+from hepnn.runtime.preemption import parse_signal, resume_checkpoint
 from hepnn.utils.config import on_rank_zero, rank_suffix
 from tests.conftest import REPO, run_module
 from tests.test_ddp import N_FILES, TRAIN_ENTRIES, ddp_overrides, load_records, wait_for

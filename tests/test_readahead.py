@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from hepnn.data.readahead import ReadAhead
+from hepnn.data.loading.readahead import ReadAhead
 from hepnn.data.source import DataInputError
 
 

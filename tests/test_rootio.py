@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import uproot
 
-from hepnn.rootio import write_tree
+from hepnn.utils.rootio import write_tree
 
 
 def test_collections_of_one_prefix_with_other_lengths_get_their_own_counters(tmp_path):

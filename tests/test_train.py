@@ -13,7 +13,7 @@ from omegaconf import open_dict
 
 from hepnn.data.spec import DataSpec
 from hepnn.metrics import classification as metrics
-from hepnn.training import train
+from hepnn.train import train
 from tests.conftest import compose_train, run_module
 
 
@@ -69,6 +69,7 @@ def test_checkpoint_stores_the_resolved_data_spec(trained):
         "center": 1.2,
         "scale": 1.5,
         "clip": [-5.0, 5.0],
+        "unit": "log(pT/GeV)",
     }
     assert spec["labels"] == {"QCD": "label_QCD", "Tbqq": "label_Tbqq"}
     assert DataSpec.from_config(spec).to_config() == spec

@@ -4,7 +4,7 @@ Jagged groups are padded, clipped to length, standardised and clipped in value i
 pass (numba) that writes every output element exactly once: ``(B, C, length)`` float32 plus a
 ``(B, length)`` boolean mask. Per-entry columns are gathered with numpy fancy indexing.
 Batches are built as numpy arrays, in memory the caller may provide (DataLoader workers build
-them in shared memory, see :mod:`hepnn.data.handoff`); :func:`nest_observers` and
+them in shared memory, see :mod:`hepnn.data.loading.handoff`); :func:`nest_observers` and
 :func:`to_torch` make them the dict of tensors the tasks receive.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from hepnn.data.kernels import fill_padded
+from hepnn.data.loading.kernels import fill_padded
 from hepnn.data.preprocess import OBSERVER_PREFIX, ChunkData, JaggedColumns
 from hepnn.data.spec import DataSpec, InputGroup
 

@@ -17,7 +17,8 @@ import lightning as L
 
 from hepnn.data.cache import ChunkCache, cache_directory
 from hepnn.data.dataset import ChunkedRootDataset
-from hepnn.data.loader import BatchLoader
+from hepnn.data.loading.loader import BatchLoader
+from hepnn.data.loading.memory import keep_freed_memory
 from hepnn.data.source import (
     DataInputError,
     InputFile,
@@ -32,20 +33,6 @@ from hepnn.data.standardize import resolve_standardization
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-SPEC_KEYS = (
-    "tree",
-    "variables",
-    "inputs",
-    "labels",
-    "targets",
-    "weights",
-    "observers",
-    "selection",
-    "split",
-    "standardize",
-    "nonfinite",
-    "nonfinite_value",
-)
 
 
 class RootDataModule(L.LightningDataModule):
@@ -54,10 +41,12 @@ class RootDataModule(L.LightningDataModule):
     ``files`` is a path, glob, URL or list of them (split into train/val/test by entry ranges of
     every file, ``split``), or a mapping ``{train: ..., val: ..., test: ...}`` of per-split
     files. ``generate`` (optional) is a sample configuration mapping (jets or air showers,
-    :mod:`hepnn.sim.kinds`) used to create the files when none exist. The keys in :data:`SPEC_KEYS` form the
-    :class:`~hepnn.data.spec.DataSpec`. ``cache`` (null, memory, disk) keeps preprocessed
-    chunks for later epochs; ``cache_dir`` also holds automatic standardisation. ``on_bad_file``
-    (error, skip) says what an unreadable input file does.
+    :mod:`hepnn.sim.kinds`) used to create the files when none exist. ``tree`` to
+    ``nonfinite_value`` form the :class:`~hepnn.data.spec.DataSpec`. ``cache`` (null, memory,
+    disk) keeps preprocessed chunks for later epochs; ``cache_dir`` also holds automatic
+    standardisation. ``on_bad_file`` (error, skip) says what an unreadable input file does. With
+    ``keep_freed_memory`` this process keeps the memory it frees for its next batches and steps
+    (:mod:`hepnn.data.loading.memory`).
     """
 
     def __init__(
@@ -70,6 +59,7 @@ class RootDataModule(L.LightningDataModule):
         targets: Mapping | None = None,
         weights: str | None = None,
         observers: Sequence[str] = (),
+        baseline: Sequence[str] | None = None,
         selection: str | None = None,
         split: Mapping | None = None,
         standardize: Mapping | None = None,
@@ -88,11 +78,27 @@ class RootDataModule(L.LightningDataModule):
         cache: str | None = None,
         cache_dir: str | None = None,
         on_bad_file: str = "error",
+        keep_freed_memory: bool = True,
     ):
         super().__init__()
         self.files_config = files
-        values = locals()
-        self.spec = DataSpec.from_config({key: values[key] for key in SPEC_KEYS})
+        self.spec = DataSpec.from_config(
+            {
+                "tree": tree,
+                "variables": variables,
+                "inputs": inputs,
+                "labels": labels,
+                "targets": targets,
+                "weights": weights,
+                "observers": observers,
+                "baseline": baseline,
+                "selection": selection,
+                "split": split,
+                "standardize": standardize,
+                "nonfinite": nonfinite,
+                "nonfinite_value": nonfinite_value,
+            }
+        )
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.chunk_size = chunk_size
@@ -105,6 +111,7 @@ class RootDataModule(L.LightningDataModule):
         self.progress_bar = progress_bar
         self.cache_dir = cache_dir
         self.on_bad_file = on_bad_file
+        self.keep_freed_memory = keep_freed_memory
         self.chunk_cache_dir = None
         self._cache_mode = cache
         cache_directory(cache, cache_dir, self.spec)  # check the setting early
@@ -201,6 +208,8 @@ class RootDataModule(L.LightningDataModule):
         """
         if self.datasets:
             return
+        if self.keep_freed_memory:
+            keep_freed_memory()
         needed = ("train", "test") if stage in (None, "fit") else ("test",)
         self._inspect()
         self._standardize()

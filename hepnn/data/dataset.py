@@ -15,15 +15,17 @@ are copied together whenever the stores hold more than twice the entries waiting
 (:func:`compact_stores`). Memory is then bounded by about ``2 (buffer_size + batch_size) +
 (2 + read_ahead) chunk_size`` entries per worker (in the compact jagged form), independent of the
 dataset size. With ``read_ahead`` > 0, a background thread reads and
-preprocesses the next pieces while batches are built (:mod:`hepnn.data.readahead`). With a
+preprocesses the next pieces while batches are built (:mod:`hepnn.data.loading.readahead`). With a
 chunk cache (:mod:`hepnn.data.cache`), later epochs load preprocessed chunks instead of reading
 ROOT.
 """
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,14 +33,14 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from hepnn.data.batching import BatchBuilder, nest_observers
 from hepnn.data.cache import ChunkCache
-from hepnn.data.handoff import BatchHandoff
+from hepnn.data.loading.handoff import BatchHandoff
+from hepnn.data.loading.memory import keep_freed_memory
+from hepnn.data.loading.readahead import ReadAhead
 from hepnn.data.preprocess import ChunkData, preprocess_chunk
-from hepnn.data.readahead import ReadAhead
 from hepnn.data.sharding import Piece, batch_plan, batches_before, deal
 from hepnn.data.source import Chunk, DataInputError, open_tree, read_entries
 from hepnn.data.spec import DataSpec
 from hepnn.errors import ConfigError
-from hepnn.utils.memory import keep_freed_memory
 
 MAX_OPEN_FILES = 32  # per process; each open file holds a file descriptor and a memory map
 
@@ -102,6 +104,16 @@ def compact_stores(
     return True
 
 
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What the DataLoader workers of a :class:`ChunkedRootDataset` must know from the process that
+    started them: its (global rank, world size), which they cannot ask torch.distributed for, and
+    the shared-memory hand-off their batches go through."""
+
+    position: tuple[int, int]
+    handoff: BatchHandoff
+
+
 def epoch_order(n_chunks: int, seed: int, epoch: int) -> np.ndarray:
     """This epoch's order of the chunks: a permutation seeded by (seed, epoch), identical on all ranks.
 
@@ -156,10 +168,7 @@ class ChunkedRootDataset(IterableDataset):
         self.epoch = 0
         # batches of this epoch already trained on by this rank (resuming an interrupted epoch)
         self.resume_after = 0
-        # set by BatchLoader for its workers: build batches in shared memory, yield SharedBatch
-        self.handoff: BatchHandoff | None = None
-        # (global rank, world size) to read for; None: from torch.distributed
-        self.process_position: tuple[int, int] | None = None
+        self._position: tuple[int, int] | None = None  # see at_position
         self._trees: OrderedDict[str, object] = OrderedDict()  # open trees, least recently used first
 
     def __getstate__(self):
@@ -169,7 +178,17 @@ class ChunkedRootDataset(IterableDataset):
 
     def position(self) -> tuple[int, int]:
         """The (global rank, world size) whose share of the entries this process reads."""
-        return self.process_position or distributed_rank_and_size()
+        return self._position or distributed_rank_and_size()
+
+    def at_position(self, rank: int, world_size: int) -> ChunkedRootDataset:
+        """A copy that reads the share of rank ``rank`` of ``world_size``, whatever torch.distributed
+        says (to read one rank's share outside a distributed run); the dataset itself is unchanged."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        other = copy.copy(self)
+        other._position = (int(rank), int(world_size))
+        other._trees = OrderedDict()
+        return other
 
     def set_epoch(self, epoch: int, resume_after: int = 0) -> None:
         """Use ``epoch``'s shuffling; skip the first ``resume_after`` batches of this rank.
@@ -250,6 +269,11 @@ class ChunkedRootDataset(IterableDataset):
         return data.select(slice(piece.first, piece.last))
 
     def __iter__(self) -> Iterator[dict]:
+        return self.batches()
+
+    def batches(self, plan: WorkerPlan | None = None) -> Iterator:
+        """This process's batches of the epoch: numpy dicts, or, in a worker given a
+        :class:`WorkerPlan`, :class:`~hepnn.data.loading.handoff.SharedBatch` messages."""
         info = get_worker_info()
         worker = info.id if info is not None else 0
         if info is not None and info.num_workers != max(self.num_workers, 1):
@@ -257,16 +281,19 @@ class ChunkedRootDataset(IterableDataset):
                 f"dataset was set up for {self.num_workers} workers but the DataLoader has {info.num_workers}"
             )
         if info is not None:
-            keep_freed_memory()  # a fresh process (see hepnn.utils.memory)
-        if self.handoff is not None:
+            keep_freed_memory()  # a fresh process (see hepnn.data.loading.memory)
+        handoff = plan.handoff if plan is not None else None
+        if handoff is not None:
             # a worker of a BatchLoader, persistent or not: this epoch's settings come from there
-            self.epoch, self.resume_after = self.handoff.epoch_settings()
-        rank, world = self.position()
+            self.epoch, self.resume_after = handoff.epoch_settings()
+        rank, world = plan.position if plan is not None else self.position()
         pieces, sizes = self.plan(world)
         skip = batches_before([len(s) for s in sizes[rank]], self.resume_after)[worker]
-        yield from self._batches(pieces[rank][worker], sizes[rank][worker], rank, worker, skip)
+        yield from self._batches(pieces[rank][worker], sizes[rank][worker], rank, worker, skip, handoff)
 
-    def _batches(self, pieces: list[Piece], sizes: list[int], rank: int, worker: int, skip: int = 0):
+    def _batches(
+        self, pieces: list[Piece], sizes: list[int], rank: int, worker: int, skip: int = 0, handoff=None
+    ):
         """This worker's batches: padded numpy dicts, or :class:`SharedBatch` messages.
 
         The first ``skip`` batches are drawn but not built (resuming an interrupted epoch): the
@@ -274,9 +301,11 @@ class ChunkedRootDataset(IterableDataset):
         batch needs one of its entries (then the ``read_ahead`` pieces after it are read ahead).
         """
         with ReadAhead(self.load, pieces, self.read_ahead) as reader:
-            yield from self._drawn_batches(reader, pieces, sizes, rank, worker, skip)
+            yield from self._drawn_batches(reader, pieces, sizes, rank, worker, skip, handoff)
 
-    def _drawn_batches(self, reader: ReadAhead, pieces: list[Piece], sizes: list[int], rank, worker, skip):
+    def _drawn_batches(
+        self, reader: ReadAhead, pieces: list[Piece], sizes: list[int], rank, worker, skip, handoff
+    ):
         builder = BatchBuilder(self.spec)
         rng = np.random.default_rng([self.seed, self.epoch, rank, worker])
         stores: dict[int, ChunkData | Piece] = {}  # a Piece until a built batch needs its entries
@@ -302,7 +331,8 @@ class ChunkedRootDataset(IterableDataset):
                 if self.augment
                 else None
             )
-            return self._build(builder, self._loaded(stores, ids, reader), ids, rows, origins, augment)
+            loaded = self._loaded(stores, ids, reader)
+            return self._build(builder, loaded, ids, rows, origins, augment, handoff, worker)
 
         for store_id, piece in enumerate(pieces):
             stores[store_id] = piece
@@ -343,6 +373,8 @@ class ChunkedRootDataset(IterableDataset):
         rows: np.ndarray,
         origins: np.ndarray,
         augment,
+        handoff: BatchHandoff | None,
+        worker: int,
     ):
         # one part per piece the entries came from, in piece order (compaction moves all waiting
         # entries of a piece together, so the batch does not depend on what was compacted)
@@ -350,7 +382,6 @@ class ChunkedRootDataset(IterableDataset):
         for origin in np.unique(origins):
             picked = origins == origin
             parts.append((stores[int(store_ids[picked][0])], rows[picked]))
-        if self.handoff is not None:
-            worker = get_worker_info().id
-            return self.handoff.publish(worker, lambda allocate: builder.build(parts, allocate, augment))
+        if handoff is not None:
+            return handoff.publish(worker, lambda allocate: builder.build(parts, allocate, augment))
         return nest_observers(builder.build(parts, augment=augment))

@@ -20,7 +20,7 @@ import numpy as np
 
 from hepnn.data.expressions import ExpressionError, VariableResolver
 from hepnn.data.jagged import FlatJagged, as_awkward
-from hepnn.data.kernels import block_column, take_blocks
+from hepnn.data.loading.kernels import block_column, take_blocks
 from hepnn.data.spec import DataSpec, InputGroup
 from hepnn.errors import InputError
 

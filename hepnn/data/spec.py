@@ -27,7 +27,8 @@ EMPTY_POLICIES = ("keep", "error")
 
 @dataclass(frozen=True)
 class Feature:
-    """One input variable and its standardisation ``(x - center) / scale``, clipped to ``clip``.
+    """One input variable and its standardisation ``(x - center) / scale``, clipped to ``clip``;
+    ``unit`` names the variable's unit (e.g. ``GeV``) for the export sidecar and plots.
 
     ``center``/``scale`` of None mean automatic: computed on the training files (see
     :mod:`hepnn.data.standardize`) before the spec is used.
@@ -37,6 +38,7 @@ class Feature:
     center: float | None = 0.0
     scale: float | None = 1.0
     clip: tuple[float, float] | None = None
+    unit: str | None = None
 
     @property
     def automatic(self) -> bool:
@@ -60,12 +62,13 @@ class Ordering:
 class ImageChannel:
     """One channel of a jet image: the per-element variables giving each element's position
     relative to the jet axis (``eta``, ``phi``: radians) and its ``intensity`` (e.g. pT or E in
-    GeV; 1 for a multiplicity). Each is a branch or a variable name."""
+    GeV; 1 for a multiplicity). Each is a branch or a variable name; ``unit`` is the intensity's."""
 
     name: str
     eta: str
     phi: str
     intensity: str
+    unit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,9 +158,11 @@ class DataSpec:
     """Everything the loader needs to know about the data, independent of where it runs.
 
     Labels are either one boolean expression per class (``labels``: one-hot branches) or one
-    integer expression giving the class index (``label_index``). Regression ``targets`` and
-    per-entry ``weight`` are optional. ``nonfinite`` says what NaN/inf input values do:
-    ``error`` or ``replace`` (by ``nonfinite_value``, counted in every batch).
+    integer expression giving the class index (``label_index``). Regression ``targets`` (with
+    their ``target_units``) and per-entry ``weight`` are optional. ``observers`` are copied to the
+    predictions; ``baseline`` names one or two of them whose likelihood ratio, filled on the
+    training split, is every classification run's cut-based baseline. ``nonfinite`` says what
+    NaN/inf input values do: ``error`` or ``replace`` (by ``nonfinite_value``, counted in every batch).
     """
 
     tree: str
@@ -167,8 +172,10 @@ class DataSpec:
     labels: dict[str, Expression] = field(default_factory=dict)
     label_index: Expression | None = None
     targets: dict[str, Expression] = field(default_factory=dict)
+    target_units: dict[str, str] = field(default_factory=dict)
     weight: Expression | None = None
     observers: tuple[str, ...] = ()
+    baseline: tuple[str, ...] = ()
     selection: Expression | None = None
     split: Split = field(default_factory=Split)
     standardize: AutoStandardization = field(default_factory=AutoStandardization)
@@ -238,6 +245,7 @@ class DataSpec:
                         "center": AUTO if f.center is None else f.center,
                         "scale": AUTO if f.scale is None else f.scale,
                         "clip": list(f.clip) if f.clip else None,
+                        "unit": f.unit,
                     }
                     for f in g.features
                 }
@@ -259,9 +267,13 @@ class DataSpec:
             "variables": {name: e.text for name, e in self.variables.items()},
             "inputs": inputs,
             "labels": labels,
-            "targets": {name: e.text for name, e in self.targets.items()},
+            "targets": {
+                name: {"expression": e.text, "unit": self.target_units.get(name)}
+                for name, e in self.targets.items()
+            },
             "weights": self.weight.text if self.weight else None,
             "observers": list(self.observers),
+            "baseline": list(self.baseline),
             "selection": self.selection.text if self.selection else None,
             "split": dataclasses.asdict(self.split),
             "standardize": dataclasses.asdict(self.standardize),
@@ -284,10 +296,7 @@ class DataSpec:
         if not inputs:
             raise DataConfigError("data.inputs must define at least one input group (e.g. 'particles')")
         classes, labels, label_index = _labels(_mapping(cfg, "labels"))
-        targets = {
-            str(name): Expression(text, f"data.targets.{name}")
-            for name, text in _mapping(cfg, "targets").items()
-        }
+        targets, target_units = _targets(_mapping(cfg, "targets"))
         if not classes and not targets:
             raise DataConfigError(
                 "data.labels (classes) or data.targets (regression) must be given: there is nothing to learn"
@@ -297,7 +306,9 @@ class DataSpec:
         nonfinite = cfg.get("nonfinite") or "error"
         if nonfinite not in NONFINITE_POLICIES:
             raise DataConfigError(f"data.nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
-        observers = tuple(str(o) for o in (cfg.get("observers") or ()))
+        baseline = _baseline(cfg.get("baseline"), classes)
+        # the baseline's observers are read with the test entries too: they are observers
+        observers = tuple(dict.fromkeys([*(str(o) for o in (cfg.get("observers") or ())), *baseline]))
         return cls(
             tree=tree,
             variables=variables,
@@ -306,14 +317,50 @@ class DataSpec:
             labels=labels,
             label_index=label_index,
             targets=targets,
+            target_units=target_units,
             weight=Expression(weights, "data.weights") if weights else None,
             observers=observers,
+            baseline=baseline,
             selection=Expression(selection, "data.selection") if selection else None,
             split=_split(cfg.get("split")),
             standardize=_standardize(cfg.get("standardize")),
             nonfinite=nonfinite,
             nonfinite_value=float(cfg.get("nonfinite_value") or 0.0),
         )
+
+
+def _targets(cfg: Mapping) -> tuple[dict[str, Expression], dict[str, str]]:
+    """Regression targets and their units: ``name: expression`` or ``name: {expression, unit}``."""
+    targets, units = {}, {}
+    for name, entry in cfg.items():
+        where = f"data.targets.{name}"
+        if isinstance(entry, Mapping):
+            entry = _keys(entry, ("expression", "unit"), where)
+            if not entry.get("expression"):
+                raise DataConfigError(f"{where}.expression must give the target's expression, got {entry!r}")
+            text, unit = entry["expression"], entry.get("unit")
+        else:
+            text, unit = entry, None
+        targets[str(name)] = Expression(text, where)
+        if unit:
+            units[str(name)] = str(unit)
+    return targets, units
+
+
+def _baseline(value, classes: Sequence[str]) -> tuple[str, ...]:
+    """The one or two observers of the cut-based baseline (``data.baseline``); empty when not set."""
+    if value is None or value == []:
+        return ()
+    names = [value] if isinstance(value, str) else list(value)
+    if not 1 <= len(names) <= 2 or not all(isinstance(n, str) and n for n in names):
+        raise DataConfigError(
+            f"data.baseline must name one or two observers (e.g. [jet_mass, jet_tau32]), got {value!r}"
+        )
+    if len(set(names)) != len(names):
+        raise DataConfigError(f"data.baseline names an observer twice: {names}")
+    if not classes:
+        raise DataConfigError("data.baseline needs data.labels: the cut-based baseline is a classifier")
+    return tuple(names)
 
 
 def _labels(cfg: Mapping) -> tuple[tuple[str, ...], dict[str, Expression], Expression | None]:
@@ -383,7 +430,10 @@ CENTERS = ("centroid", "leading_subjet", "none")
 def image_config(image: ImageSpec) -> dict:
     """The plain-data form of an image group (what :func:`_image_group` reads)."""
     return {
-        "channels": {c.name: {"eta": c.eta, "phi": c.phi, "intensity": c.intensity} for c in image.channels},
+        "channels": {
+            c.name: {"eta": c.eta, "phi": c.phi, "intensity": c.intensity, "unit": c.unit}
+            for c in image.channels
+        },
         "grid": {
             "n_eta": image.n_eta,
             "n_phi": image.n_phi,
@@ -422,12 +472,19 @@ def _image_group(name: str, cfg: Mapping) -> InputGroup:
         )
     channels = []
     for channel, ccfg in channels_cfg.items():
-        ccfg = _keys(ccfg, ("eta", "phi", "intensity"), f"{where}.channels.{channel}")
+        ccfg = _keys(ccfg, ("eta", "phi", "intensity", "unit"), f"{where}.channels.{channel}")
         missing = [k for k in ("eta", "phi", "intensity") if not ccfg.get(k)]
         if missing:
             raise DataConfigError(f"{where}.channels.{channel} must name the variable(s) {missing}")
+        unit = ccfg.get("unit")
         channels.append(
-            ImageChannel(str(channel), str(ccfg["eta"]), str(ccfg["phi"]), str(ccfg["intensity"]))
+            ImageChannel(
+                str(channel),
+                str(ccfg["eta"]),
+                str(ccfg["phi"]),
+                str(ccfg["intensity"]),
+                str(unit) if unit else None,
+            )
         )
     grid = _keys(cfg.get("grid"), ("n_eta", "n_phi", "eta", "phi"), f"{where}.grid")
     for key in ("n_eta", "n_phi"):
@@ -527,15 +584,18 @@ def _input_group(name: str, cfg: Mapping) -> InputGroup:
 
 def _feature(name: str, cfg, where: str, default_clip) -> Feature:
     cfg = dict(cfg or {})
-    unknown = set(cfg) - {"center", "scale", "clip"}
+    unknown = set(cfg) - {"center", "scale", "clip", "unit"}
     if unknown:
-        raise DataConfigError(f"{where}: unknown key(s) {sorted(unknown)}; expected center, scale, clip")
+        raise DataConfigError(
+            f"{where}: unknown key(s) {sorted(unknown)}; expected center, scale, clip, unit"
+        )
     center = _number_or_auto(cfg.get("center", 0.0), f"{where}.center")
     scale = _number_or_auto(cfg.get("scale", 1.0), f"{where}.scale")
     if scale is not None and not scale > 0:
         raise DataConfigError(f"{where}.scale must be positive (or 'auto'), got {scale}")
     clip = _clip(cfg["clip"], f"{where}.clip") if "clip" in cfg else default_clip
-    return Feature(name, center, scale, clip)
+    unit = cfg.get("unit")
+    return Feature(name, center, scale, clip, str(unit) if unit else None)
 
 
 def _number_or_auto(value, where: str) -> float | None:

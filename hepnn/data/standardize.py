@@ -29,7 +29,7 @@ import numpy as np
 from hepnn.data.preprocess import preprocess_chunk
 from hepnn.data.source import Chunk, InputFile, open_tree, read_entries
 from hepnn.data.spec import DataSpec, Feature
-from hepnn.rootio import atomic_path
+from hepnn.utils.rootio import atomic_path
 
 log = logging.getLogger(__name__)
 

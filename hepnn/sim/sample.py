@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from hepnn.errors import ConfigError
-from hepnn.rootio import atomic_path, write_tree
+from hepnn.utils.rootio import atomic_path, write_tree
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Classification as a LightningModule, independent of the network it trains.
+"""Classification as a task, independent of the network it trains.
 
 The net is any ``nn.Module`` taking the batch entries named in ``inputs`` (e.g. ``particles``,
 ``mask``) and returning one logit per class. Loss: cross entropy. Metrics: accuracy and AUC
@@ -6,29 +6,30 @@ The net is any ``nn.Module`` taking the batch entries named in ``inputs`` (e.g. 
 the predictions of all ranks are gathered and the background rejection at fixed signal
 efficiency, the one-vs-rest AUC of every class (more than two classes) and the confusion
 matrix are computed on the whole test set (:mod:`hepnn.metrics.classification`).
+
+Predictions file: ``score_<class>`` (softmax probabilities), ``label`` (true class index), then
+``file_index``, ``entry`` and the observers; ``classes`` and ``signal_class`` are stored beside
+the tree. Export head: softmax probabilities, output ``probabilities``. Plots: ROC (signal vs
+rest), score distributions of every class, confusion matrix.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    BinaryAUROC,
-    MulticlassAccuracy,
-    MulticlassAUROC,
-)
+from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy, MulticlassAUROC
 
 from hepnn.errors import ConfigError
 from hepnn.metrics import classification as metrics
-from hepnn.nets.blocks import count_parameters
-from hepnn.tasks.batch_stats import log_replaced_values
-from hepnn.tasks.common import gather_rows, net_arguments, optimizers
+from hepnn.tasks.base import Plot, TaskBase, provenance_and_observers, provenance_columns
+
+BATCH_AXIS = "batch"
 
 
 class SignalScoreAUROC(BinaryAUROC):
@@ -42,12 +43,21 @@ class SignalScoreAUROC(BinaryAUROC):
         super().update(probabilities[:, self.signal_index], (labels == self.signal_index).long())
 
 
-class ClassificationTask(L.LightningModule):
+def rejection_key(signal_efficiency: float) -> str:
+    """The summary key of 1/eps_B at a signal efficiency: ``test/rej30`` for eps_S = 0.3."""
+    return f"test/rej{round(100 * signal_efficiency)}"
+
+
+class ClassificationTask(TaskBase):
     """Trains ``net`` to classify entries into ``classes``.
 
-    ``optimizer`` and ``scheduler`` are partially applied constructors (Hydra ``_partial_``);
-    ``signal_class`` (default: the last class) defines the signal-vs-rest figures of merit.
+    ``signal_class`` (default: the last class) defines the signal-vs-rest figures of merit, at the
+    signal efficiencies ``signal_efficiencies``. The other arguments are those of
+    :class:`~hepnn.tasks.base.TaskBase`.
     """
+
+    kind = "classification"
+    export_output_name = "probabilities"
 
     def __init__(
         self,
@@ -60,11 +70,8 @@ class ClassificationTask(L.LightningModule):
         signal_class: str | None = None,
         signal_efficiencies: Sequence[float] = (0.3, 0.5),
     ):
-        super().__init__()
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
-        self.net = net
+        super().__init__(net, inputs, optimizer, scheduler, scheduler_interval)
         self.classes = list(classes)
-        self.inputs = list(inputs)
         if len(self.classes) < 2:
             raise ValueError(f"classification needs at least two classes, got {self.classes}")
         self.signal_class = signal_class or self.classes[-1]
@@ -72,9 +79,6 @@ class ClassificationTask(L.LightningModule):
             raise ConfigError(f"model.signal_class {self.signal_class!r} is not one of {self.classes}")
         self.signal_index = self.classes.index(self.signal_class)
         self.signal_efficiencies = tuple(signal_efficiencies)
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.scheduler_interval = scheduler_interval
         k = len(self.classes)
         auroc = (
             SignalScoreAUROC(self.signal_index) if k == 2 else MulticlassAUROC(num_classes=k, average="macro")
@@ -82,35 +86,15 @@ class ClassificationTask(L.LightningModule):
         base = MetricCollection({"acc": MulticlassAccuracy(num_classes=k, average="micro"), "auc": auroc})
         self.val_metrics = base.clone(prefix="val/")
         self.test_metrics = base.clone(prefix="test/")
-        self._test_rows: list[dict[str, np.ndarray]] = []
-        self.test_predictions: dict[str, np.ndarray] | None = None
-        self.test_extras: dict = {}  # non-scalar test results for the run summary
-
-    @property
-    def n_parameters(self) -> int:
-        return count_parameters(self.net)
 
     def forward(self, batch: dict) -> torch.Tensor:
         """Logits ``(B, n_classes)`` for a batch dict."""
-        args = net_arguments(batch, self.inputs)
-        return self.net(*args)
+        return self.net_outputs(batch)
 
     def _step(self, batch: dict, stage: str):
         logits = self(batch)
-        losses = F.cross_entropy(logits, batch["label"], reduction="none")
-        weight = batch.get("weight")
-        # per-entry weights (data.weights): a weighted mean over the batch
-        loss = losses.mean() if weight is None else (weight * losses).sum() / weight.sum()
-        log_replaced_values(self, batch, stage)
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=stage == "train",
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(batch["label"]),
-            sync_dist=True,
-        )
+        loss = self.weighted_mean(F.cross_entropy(logits, batch["label"], reduction="none"), batch)
+        self.log_loss(stage, loss, batch, len(batch["label"]))
         return loss, logits.softmax(dim=-1)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -131,60 +115,121 @@ class ClassificationTask(L.LightningModule):
             "entry": batch["entry"],
         }
 
-    def on_test_epoch_start(self) -> None:
-        self._test_rows = []
-        self.test_predictions = None
-        self.test_extras = {}
-
     def test_step(self, batch: dict, batch_idx: int) -> None:
         _, probabilities = self._step(batch, "test")
         self.test_metrics.update(probabilities, batch["label"])
         self.log_dict(self.test_metrics, on_step=False, on_epoch=True)
-        row = {
-            "probabilities": probabilities.detach().float().cpu().numpy(),
-            "label": batch["label"].cpu().numpy(),
-            "file_index": batch["file_index"].cpu().numpy(),
-            "entry": batch["entry"].cpu().numpy(),
-        }
-        row.update({f"observer:{k}": v.cpu().numpy() for k, v in batch.get("observers", {}).items()})
-        self._test_rows.append(row)
+        self._rows.append(
+            {
+                "probabilities": probabilities.detach().float().cpu().numpy(),
+                "label": batch["label"].cpu().numpy(),
+                **provenance_and_observers(batch),
+            }
+        )
 
-    def on_test_epoch_end(self) -> None:
-        rows = self._gather(self._test_rows)
-        self._test_rows = []
-        if not rows:
-            return
-        merged = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
-        order = np.lexsort((merged["entry"], merged["file_index"]))
-        self.test_predictions = {k: v[order] for k, v in merged.items()}
-        labels = self.test_predictions["label"]
+    # ------------------------------------------------------------------------------------------------
+    # what the task owns
+    # ------------------------------------------------------------------------------------------------
+
+    def test_figures(self, predictions: Mapping[str, np.ndarray]) -> tuple[dict[str, float], dict]:
+        """1/eps_B at the signal efficiencies (``rej30``, ...), one-vs-rest AUCs (``auc_<class>``) and
+        the confusion matrix; accuracy and AUC come from the synchronised torchmetrics."""
+        labels = predictions["label"]
         if len(np.unique(labels)) < 2:
-            return
+            return {}, {}
         summary = metrics.classification_summary(
-            self.test_predictions["probabilities"],
-            labels,
-            self.classes,
-            self.signal_class,
-            self.signal_efficiencies,
+            predictions["probabilities"], labels, self.classes, self.signal_class, self.signal_efficiencies
         )
-        # identical on every rank (computed from the gathered predictions): averaging changes nothing
-        figures = {f"test/{k}": float(v) for k, v in summary.items() if k.startswith(("rej", "auc_"))}
-        self.log_dict(figures, sync_dist=True)
-        confusion = metrics.confusion_matrix(
-            self.test_predictions["probabilities"], labels, len(self.classes)
-        )
-        self.test_extras = {
+        figures = {k: v for k, v in summary.items() if k.startswith(("rej", "auc_"))}
+        confusion = metrics.confusion_matrix(predictions["probabilities"], labels, len(self.classes))
+        extras = {
             "test/confusion_matrix": {
                 "classes": self.classes,
                 "rows_true_columns_predicted": confusion.tolist(),
             }
         }
+        return figures, extras
 
-    def _gather(self, rows: list[dict]) -> list[dict]:
-        """The test rows of every rank (all ranks receive all of them)."""
-        return gather_rows(self.trainer, rows)
+    def prediction_columns(self, predictions: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        columns = {
+            f"score_{name}": predictions["probabilities"][:, k].astype(np.float32)
+            for k, name in enumerate(self.classes)
+        }
+        columns["label"] = predictions["label"].astype(np.int32)
+        return {**columns, **provenance_columns(predictions)}
 
-    def configure_optimizers(self):
-        return optimizers(
-            self.parameters(), self.optimizer_factory, self.scheduler_factory, self.scheduler_interval
-        )
+    def prediction_metadata(self) -> dict[str, str]:
+        return {
+            **super().prediction_metadata(),
+            "classes": json.dumps(self.classes),
+            "signal_class": self.signal_class,
+        }
+
+    def summary_rows(self, summary: Mapping[str, object]) -> list[tuple[str, object]]:
+        rows = [("test AUC", summary.get("test/auc")), ("test accuracy", summary.get("test/acc"))]
+        rows += [
+            (f"1/eps_B at eps_S = {e:g}", summary.get(rejection_key(e))) for e in self.signal_efficiencies
+        ]
+        rows += [
+            (f"test AUC {k.removeprefix('test/auc_')} vs rest", v)
+            for k, v in summary.items()
+            if k.startswith("test/auc_")
+        ]
+        return rows
+
+    def export_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs.softmax(dim=-1)
+
+    def export_output_entry(self, spec) -> dict:
+        return {
+            "name": self.export_output_name,
+            "shape": [BATCH_AXIS, len(self.classes)],
+            "dtype": "float32",
+            "classes": list(self.classes),
+            "signal_class": self.signal_class,
+            "note": "softmax probabilities, one column per class",
+        }
+
+    # ------------------------------------------------------------------------------------------------
+    # reading a predictions file back, and its plots
+    # ------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def read_predictions(
+        cls, arrays: Callable[[Iterable[str]], dict], metadata: Mapping[str, str], path
+    ) -> dict:
+        """A predictions file as ``{kind, task, classes, signal_class, scores (N, K), labels}``."""
+        if "classes" not in metadata:
+            raise ValueError(f"{path} has no 'classes' string beside the predictions tree")
+        classes = json.loads(metadata["classes"])
+        values = arrays([*(f"score_{c}" for c in classes), "label"])
+        signal = metadata.get("signal_class") or classes[-1]
+        return {
+            "kind": cls.kind,
+            "task": cls,
+            "classes": classes,
+            "signal_class": signal if signal in classes else classes[-1],
+            "scores": np.stack([values[f"score_{c}"] for c in classes], axis=1),
+            "labels": values["label"],
+        }
+
+    @classmethod
+    def plots(cls, predictions: Mapping, summary: Mapping, label: str) -> list[Plot]:
+        from hepnn.analysis import plotting
+
+        classes, scores, labels = predictions["classes"], predictions["scores"], predictions["labels"]
+        signal = predictions["signal_class"]
+        k = classes.index(signal)
+        plots: list[Plot] = [
+            ("roc", lambda: plotting.roc_curves({f"{label}: {signal} vs rest": (scores[:, k], labels == k)})),
+            ("score_distributions", lambda: plotting.score_distributions(scores, labels, classes, "all")),
+        ]
+        entry = summary.get("test/confusion_matrix")
+        if isinstance(entry, Mapping) and {"classes", "rows_true_columns_predicted"} <= set(entry):
+            matrix, names = entry["rows_true_columns_predicted"], entry["classes"]
+        elif len(scores):
+            matrix, names = metrics.confusion_matrix(scores, labels.astype(np.int64), len(classes)), classes
+        else:
+            return plots
+        plots.append(("confusion_matrix", lambda: plotting.confusion_matrix_plot(matrix, names)))
+        return plots

@@ -1,4 +1,4 @@
-"""(Multi-target) regression as a LightningModule, independent of the network it trains.
+"""(Multi-target) regression as a task, independent of the network it trains.
 
 The net is any ``nn.Module`` taking the batch entries named in ``inputs`` (e.g. ``traces``,
 ``start_time``, ``station_mask``) and returning ``(B, K)``: one column per name in ``targets``,
@@ -17,20 +17,26 @@ mean over entries (weighted by ``batch["weight"]`` when the batch has one).
 Metrics (:mod:`hepnn.metrics.regression`), on validation and test, computed at the end of the
 epoch on the predictions of all ranks (gathered): per target ``<target>_bias`` (median of
 prediction - truth) and ``<target>_resolution`` (68 % half-width of prediction - truth), both
-in the target's unit; with ``energy_target`` (a target holding log10 E) ``energy_bias`` and
-``energy_resolution`` (of (E_pred - E_true) / E_true); with ``axis_targets`` (three targets x, y,
-z of the shower axis) ``angular_resolution_deg`` (68 % quantile of the opening angle; the
-predicted vector is normalised); with ``core_targets`` (two targets) ``core_resolution_m``
-(68 % quantile of the core distance, in the unit of the core targets: metres by convention).
-They are logged as ``val/<figure>`` and ``test/<figure>``.
+in the target's unit; and the figures the configuration names: with ``energy_target`` (a target
+holding log10 E) ``energy_bias`` and ``energy_resolution`` (of (E_pred - E_true) / E_true);
+with ``axis_targets`` (three targets x, y, z of the shower axis) ``angular_resolution_deg``
+(68 % quantile of the opening angle; the predicted vector is normalised); with
+``core_targets`` (two targets) ``core_resolution_m`` (68 % quantile of the core distance, in
+the unit of the core targets: metres by convention). They are logged as ``val/<figure>`` and
+``test/<figure>``.
+
+Predictions file: ``pred_<target>`` and ``true_<target>`` (physical units), then ``file_index``,
+``entry`` and the observers; ``targets`` and their ``units`` are stored beside the tree. Export
+head: physical-unit predictions, output ``predictions``. Plots: binned bias and resolution, and
+predicted against true, per target.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -38,26 +44,36 @@ from torch import nn
 
 from hepnn.errors import ConfigError
 from hepnn.metrics import regression as regression_metrics
-from hepnn.nets.blocks import count_parameters
-from hepnn.tasks.batch_stats import log_replaced_values
-from hepnn.tasks.common import gather_rows, net_arguments, optimizers
+from hepnn.tasks.base import Plot, TaskBase, finite_figures, provenance_and_observers, provenance_columns
 from hepnn.utils.standardization import center_and_scale, finite_number
 
 LOSSES = ("mse", "huber")
+BATCH_AXIS = "batch"
+# the configured physics figures: summary label and key
+CONFIGURED_FIGURES = (
+    ("angular resolution [deg] (68 %)", "angular_resolution_deg"),
+    ("core resolution [m] (68 %)", "core_resolution_m"),
+    ("energy resolution dE/E (68 %)", "energy_resolution"),
+    ("energy bias dE/E (median)", "energy_bias"),
+)
 
 
-class RegressionTask(L.LightningModule):
+class RegressionTask(TaskBase):
     """Trains ``net`` to predict the ``targets`` (columns of ``batch["targets"]``).
 
     ``standardization`` maps target names to ``{center: c, scale: s}`` (or ``[c, s]``) in
     physical units. Every target needs an entry (a target without one is an error naming it:
     a misspelt name would otherwise train on raw physical values); entries of names that are
-    not targets are ignored, so one table serves a preset and its single-target variants. ``optimizer`` and
-    ``scheduler`` are partially applied constructors (Hydra ``_partial_``). ``energy_target``,
-    ``axis_targets`` and ``core_targets`` name the targets behind the energy, direction and core
-    figures (null: not computed); ``containment`` is the fraction of the resolutions (0.68).
-    Configuration errors name the ``model.<key>`` at fault.
+    not targets are ignored, so one table serves a preset and its single-target variants.
+    ``energy_target``, ``axis_targets`` and ``core_targets`` name the targets behind the energy,
+    direction and core figures (null: not computed); ``containment`` is the fraction of the
+    resolutions (0.68). ``units`` maps target names to their units (``data.targets.<name>.unit``),
+    shown in the summary, the plots and the export sidecar. The other arguments are those of
+    :class:`~hepnn.tasks.base.TaskBase`. Configuration errors name the ``model.<key>`` at fault.
     """
+
+    kind = "regression"
+    export_output_name = "predictions"
 
     def __init__(
         self,
@@ -75,14 +91,12 @@ class RegressionTask(L.LightningModule):
         axis_targets: Sequence[str] | None = None,
         core_targets: Sequence[str] | None = None,
         containment: float = regression_metrics.CONTAINMENT,
+        units: Mapping[str, str | None] | None = None,
     ):
-        super().__init__()
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
-        self.net = net
+        super().__init__(net, inputs, optimizer, scheduler, scheduler_interval)
         if isinstance(targets, str):
             raise ConfigError(f"model.targets must be a list of target names, got the string {targets!r}")
         self.targets = [str(t) for t in targets]
-        self.inputs = list(inputs)
         if not self.targets:
             raise ConfigError("model.targets is empty: name at least one regression target (data.targets)")
         if len(set(self.targets)) != len(self.targets):
@@ -111,12 +125,7 @@ class RegressionTask(L.LightningModule):
         self.register_buffer(
             "loss_weight", torch.tensor(self._loss_weights(loss_weights), dtype=torch.float32)
         )
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.scheduler_interval = scheduler_interval
-        self._rows: list[dict[str, np.ndarray]] = []
-        self.test_predictions: dict[str, np.ndarray] | None = None
-        self.test_extras: dict = {}  # non-scalar test results for the run summary
+        self.units = {name: (units or {}).get(name) or "" for name in self.targets}
 
     # ------------------------------------------------------------------------------------------------
     # configuration
@@ -174,10 +183,6 @@ class RegressionTask(L.LightningModule):
             )
         return weights
 
-    @property
-    def n_parameters(self) -> int:
-        return count_parameters(self.net)
-
     # ------------------------------------------------------------------------------------------------
     # standardisation
     # ------------------------------------------------------------------------------------------------
@@ -199,8 +204,7 @@ class RegressionTask(L.LightningModule):
 
     def forward(self, batch: dict) -> torch.Tensor:
         """Standardised outputs ``(B, K)`` for a batch dict (:meth:`to_physical` gives physical units)."""
-        args = net_arguments(batch, self.inputs)
-        outputs = self.net(*args)
+        outputs = self.net_outputs(batch)
         if isinstance(outputs, Mapping):
             outputs = torch.cat([v.reshape(len(v), -1) for v in outputs.values()], dim=-1)
         if outputs.ndim != 2 or outputs.shape[1] != len(self.targets):
@@ -236,7 +240,6 @@ class RegressionTask(L.LightningModule):
         weight_k = self.loss_weight.to(outputs.dtype)
         losses = (per_target * weight_k).sum(dim=1) / weight_k.sum()
         weight = batch.get("weight")
-        # per-entry weights (data.weights): a weighted mean over the batch
         if weight is None:
             loss = losses.mean()
             target_losses = per_target.mean(dim=0)
@@ -244,17 +247,8 @@ class RegressionTask(L.LightningModule):
             weight = weight.to(outputs.dtype)
             loss = (weight * losses).sum() / weight.sum()
             target_losses = (weight[:, None] * per_target).sum(dim=0) / weight.sum()
-        log_replaced_values(self, batch, stage)
         n = len(truth)
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=stage == "train",
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=n,
-            sync_dist=True,
-        )
+        self.log_loss(stage, loss, batch, n)
         if stage != "train":
             self.log_dict(
                 {f"{stage}/loss_{name}": target_losses[k] for k, name in enumerate(self.targets)},
@@ -269,54 +263,32 @@ class RegressionTask(L.LightningModule):
         loss, _, _ = self._step(batch, "train")
         return loss
 
-    def _row(self, batch: dict, predictions: torch.Tensor, truth: torch.Tensor) -> dict[str, np.ndarray]:
-        row = {
-            "predictions": predictions.float().cpu().numpy(),
-            "truth": truth.detach().float().cpu().numpy(),
-        }
-        for key in ("file_index", "entry"):
-            if key in batch:
-                row[key] = batch[key].cpu().numpy()
-        row.update({f"observer:{k}": v.cpu().numpy() for k, v in batch.get("observers", {}).items()})
-        return row
+    def _keep_row(self, batch: dict, predictions: torch.Tensor, truth: torch.Tensor) -> None:
+        self._rows.append(
+            {
+                "predictions": predictions.float().cpu().numpy(),
+                "truth": truth.detach().float().cpu().numpy(),
+                **provenance_and_observers(batch),
+            }
+        )
 
     def on_validation_epoch_start(self) -> None:
         self._rows = []
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         _, predictions, truth = self._step(batch, "val")
-        self._rows.append(self._row(batch, predictions, truth))
+        self._keep_row(batch, predictions, truth)
 
     def on_validation_epoch_end(self) -> None:
-        merged = self._merge(self._gather(self._rows))
-        self._rows = []
+        merged = self.gathered()
         if merged is not None:
-            self._log_figures("val", merged)
-
-    def on_test_epoch_start(self) -> None:
-        self._rows = []
-        self.test_predictions = None
-        self.test_extras = {}
+            figures = self.figures(merged["predictions"], merged["truth"])
+            # identical on every rank (computed from the gathered predictions): averaging changes nothing
+            self.log_dict(finite_figures("val", figures), sync_dist=True)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         _, predictions, truth = self._step(batch, "test")
-        self._rows.append(self._row(batch, predictions, truth))
-
-    def on_test_epoch_end(self) -> None:
-        merged = self._merge(self._gather(self._rows))
-        self._rows = []
-        if merged is None:
-            return
-        if "entry" in merged and "file_index" in merged:
-            order = np.lexsort((merged["entry"], merged["file_index"]))
-            merged = {k: v[order] for k, v in merged.items()}
-        predictions = {}
-        for k, name in enumerate(self.targets):
-            predictions[f"prediction:{name}"] = merged["predictions"][:, k]
-            predictions[f"truth:{name}"] = merged["truth"][:, k]
-        predictions.update({k: v for k, v in merged.items() if k not in ("predictions", "truth")})
-        self.test_predictions = predictions
-        self._log_figures("test", merged)
+        self._keep_row(batch, predictions, truth)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         """Predictions ``(B, K)`` in physical units with the provenance of every entry."""
@@ -339,23 +311,117 @@ class RegressionTask(L.LightningModule):
             fraction=self.containment,
         )
 
-    def _log_figures(self, stage: str, merged: dict[str, np.ndarray]) -> None:
-        figures = self.figures(merged["predictions"], merged["truth"])
-        # identical on every rank (computed from the gathered predictions): averaging changes nothing
-        values = {f"{stage}/{k}": float(v) for k, v in figures.items() if math.isfinite(v)}
-        self.log_dict(values, sync_dist=True)
+    # ------------------------------------------------------------------------------------------------
+    # what the task owns
+    # ------------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _merge(rows: list[dict]) -> dict[str, np.ndarray] | None:
-        if not rows:
-            return None
-        return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    def predictions_of(self, merged: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``prediction:<target>`` and ``truth:<target>`` columns (physical units) with the other rows."""
+        predictions = {}
+        for k, name in enumerate(self.targets):
+            predictions[f"prediction:{name}"] = merged["predictions"][:, k]
+            predictions[f"truth:{name}"] = merged["truth"][:, k]
+        predictions.update({k: v for k, v in merged.items() if k not in ("predictions", "truth")})
+        return predictions
 
-    def _gather(self, rows: list[dict]) -> list[dict]:
-        """The rows of every rank (all ranks receive all of them)."""
-        return gather_rows(self.trainer, rows)
+    def test_figures(self, predictions: Mapping[str, np.ndarray]) -> tuple[dict[str, float], dict]:
+        stack = lambda prefix: np.stack([predictions[f"{prefix}:{t}"] for t in self.targets], axis=1)  # noqa: E731
+        figures = self.figures(stack("prediction"), stack("truth"))
+        return {k: v for k, v in figures.items() if math.isfinite(v)}, {}
 
-    def configure_optimizers(self):
-        return optimizers(
-            self.parameters(), self.optimizer_factory, self.scheduler_factory, self.scheduler_interval
-        )
+    def prediction_columns(self, predictions: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        columns = {}
+        for name in self.targets:
+            columns[f"pred_{name}"] = predictions[f"prediction:{name}"].astype(np.float32)
+            columns[f"true_{name}"] = predictions[f"truth:{name}"].astype(np.float32)
+        return {**columns, **provenance_columns(predictions)}
+
+    def prediction_metadata(self) -> dict[str, str]:
+        return {
+            **super().prediction_metadata(),
+            "targets": json.dumps(self.targets),
+            "units": json.dumps(self.units),
+        }
+
+    def summary_rows(self, summary: Mapping[str, object]) -> list[tuple[str, object]]:
+        rows = [(label, summary.get(f"test/{key}")) for label, key in CONFIGURED_FIGURES]
+        for name in self.targets:
+            resolution, bias = summary.get(f"test/{name}_resolution"), summary.get(f"test/{name}_bias")
+            if resolution is not None:
+                unit = f" [{self.units[name]}]" if self.units[name] else ""
+                rows.append((f"{name} resolution / bias{unit}", (resolution, bias)))
+        return rows
+
+    def export_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
+        return self.to_physical(outputs)
+
+    def export_output_scale(self) -> torch.Tensor:
+        return self.target_scale.detach().float()
+
+    def export_output_entry(self, spec) -> dict:
+        targets = []
+        for name, center, scale in zip(
+            self.targets, self.target_center.tolist(), self.target_scale.tolist(), strict=True
+        ):
+            expression = spec.targets.get(name) if spec is not None else None
+            targets.append(
+                {
+                    "name": name,
+                    "expression": expression.text if expression is not None else None,
+                    "unit": self.units[name] or None,
+                    "center": center,
+                    "scale": scale,
+                }
+            )
+        return {
+            "name": self.export_output_name,
+            "shape": [BATCH_AXIS, len(self.targets)],
+            "dtype": "float32",
+            "targets": targets,
+            "note": "physical units: center + scale * (net output), one column per target",
+        }
+
+    # ------------------------------------------------------------------------------------------------
+    # reading a predictions file back, and its plots
+    # ------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def read_predictions(
+        cls, arrays: Callable[[Iterable[str]], dict], metadata: Mapping[str, str], path
+    ) -> dict:
+        """``{"kind", "task", "targets", "units", "pred": {target: array}, "true": {target: array}}``."""
+        if "targets" not in metadata:
+            raise ValueError(f"{path} has no 'targets' string beside the predictions tree")
+        targets = json.loads(metadata["targets"])
+        units = json.loads(metadata["units"]) if "units" in metadata else {}
+        values = arrays([f"{p}_{t}" for t in targets for p in ("pred", "true")])
+        return {
+            "kind": cls.kind,
+            "task": cls,
+            "targets": targets,
+            "units": {t: units.get(t) or "" for t in targets},
+            "pred": {t: values[f"pred_{t}"] for t in targets},
+            "true": {t: values[f"true_{t}"] for t in targets},
+        }
+
+    @classmethod
+    def plots(cls, predictions: Mapping, summary: Mapping, label: str) -> list[Plot]:
+        from hepnn.analysis import plotting
+
+        plots: list[Plot] = []
+        for target in predictions["targets"]:
+            pred, true = predictions["pred"][target], predictions["true"][target]
+            unit = predictions["units"].get(target, "")
+            plots.append(
+                (
+                    f"resolution_{target}",
+                    lambda p=pred, t=true, n=target, u=unit: plotting.regression_resolution(p, t, n, u),
+                )
+            )
+            plots.append(
+                (
+                    f"predicted_vs_true_{target}",
+                    lambda p=pred, t=true, n=target, u=unit: plotting.predicted_vs_true(p, t, n, u),
+                )
+            )
+        return plots

@@ -43,6 +43,14 @@ def _keys(mapping) -> list[str]:
     return [str(k) for k in mapping]
 
 
+def _units(targets) -> dict[str, str]:
+    """``{name: unit}`` of a ``data.targets`` mapping (entries ``{expression, unit}``; '' without one)."""
+    return {
+        str(name): str(entry.get("unit") or "") if hasattr(entry, "get") else ""
+        for name, entry in targets.items()
+    }
+
+
 def rank_suffix(environ=os.environ) -> str:
     """``""`` in the process of global rank zero, ``.rank<N>`` in the others: per-rank log file names.
 
@@ -70,11 +78,13 @@ def on_rank_zero(value, environ=os.environ):
 
 def register_resolvers() -> None:
     """Register ``${hepnn.root:}``, ``${hepnn.len:x}``, ``${hepnn.keys:mapping}``,
-    ``${hepnn.rank_suffix:}`` and ``${hepnn.on_rank_zero:value}`` (idempotent)."""
+    ``${hepnn.units:targets}``, ``${hepnn.rank_suffix:}`` and ``${hepnn.on_rank_zero:value}``
+    (idempotent)."""
     for name, fn in {
         "hepnn.root": lambda: str(project_root()),
         "hepnn.len": _length,
         "hepnn.keys": _keys,
+        "hepnn.units": _units,
         "hepnn.rank_suffix": rank_suffix,
         "hepnn.on_rank_zero": on_rank_zero,
     }.items():

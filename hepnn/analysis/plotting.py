@@ -20,6 +20,7 @@ import contextlib
 import csv
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,10 @@ def _figure(width: float, height: float) -> StyledFigure:
 
 
 def _with_unit(label: str, unit: str) -> str:
-    """``label [unit]``, or ``label`` alone for a dimensionless quantity (empty unit)."""
+    """``label [unit]``, or ``label`` alone for a dimensionless quantity (empty unit); a plain-text
+    power in the unit (``g/cm^2``) is drawn as a superscript."""
+    if unit and "^" in unit and "$" not in unit:
+        unit = re.sub(r"\^(-?\d+)", r"$^{\1}$", unit)
     return f"{label} [{unit}]" if unit else label
 
 

@@ -1,7 +1,7 @@
 """Small helpers behind the notebooks in ``notebooks/``: read run directories and samples, and draw
 the air-shower event figures.
 
-Everything a notebook needs that is more than a call of :mod:`hepnn.plotting` lives here, tested,
+Everything a notebook needs that is more than a call of :mod:`hepnn.analysis.plotting` lives here, tested,
 so the notebooks hold parameters and calls only:
 
 - :func:`load_run` / :func:`load_runs`: a run directory (``summary.json``, ``config.yaml``,
@@ -31,7 +31,8 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from hepnn import plot, plotting
+from hepnn.analysis import plotting
+from hepnn.analysis.runs import find_metrics_csv, read_predictions
 from hepnn.metrics import regression as rm
 
 __all__ = [
@@ -62,7 +63,7 @@ NO_PREPROCESSING = {"center": "none", "rotate": False, "flip": False, "normalize
 @dataclass
 class Run:
     """What a run directory holds: ``summary`` (``summary.json``, ``{}`` if absent), ``predictions``
-    (:func:`hepnn.plot.read_predictions` of ``predictions/test.root``, ``None`` if absent) and the
+    (:func:`hepnn.analysis.runs.read_predictions` of ``predictions/test.root``, ``None`` if absent) and the
     metrics CSV path (``None`` if absent)."""
 
     path: Path
@@ -75,15 +76,19 @@ class Run:
         return self.path.name
 
     @property
+    def task(self):
+        """The task class that wrote the predictions (:class:`hepnn.tasks.base.TaskBase`), or None."""
+        return None if self.predictions is None else self.predictions["task"]
+
+    @property
     def kind(self) -> str | None:
-        """``"classification"``, ``"regression"`` or ``None`` (no predictions)."""
-        return None if self.predictions is None else self.predictions["kind"]
+        """The task's kind (``"classification"``, ``"regression"``), or ``None`` (no predictions)."""
+        return None if self.predictions is None else self.task.kind
 
     @property
     def signal_class(self) -> str:
-        """``model.signal_class`` of the run's config when set, else the last class (classifiers only)."""
-        predictions = self._require("classification")
-        return plot._signal_class(self.path, list(predictions["classes"]))
+        """The signal class its predictions file records (classifiers only)."""
+        return self._require("classification")["signal_class"]
 
     def _require(self, kind: str) -> dict:
         if self.predictions is None:
@@ -113,12 +118,12 @@ def load_run(run_dir: str | os.PathLike, require_predictions: bool = True) -> Ru
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     predictions_path = path / "predictions" / "test.root"
     if predictions_path.is_file():
-        predictions = plot.read_predictions(predictions_path)
+        predictions = read_predictions(predictions_path)
     elif require_predictions:
         raise FileNotFoundError(f"run directory {str(path)!r} has no predictions file {predictions_path}")
     else:
         predictions = None
-    return Run(path, summary, predictions, plot.find_metrics_csv(path))
+    return Run(path, summary, predictions, find_metrics_csv(path))
 
 
 def load_runs(run_dirs: Mapping[str, str | os.PathLike], require_predictions: bool = True) -> dict[str, Run]:
@@ -129,7 +134,7 @@ def load_runs(run_dirs: Mapping[str, str | os.PathLike], require_predictions: bo
 
 
 def roc_inputs(runs: Mapping[str, Run]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{name: (signal score, is_signal)}`` of classifier runs for :func:`hepnn.plotting.roc_curves`
+    """``{name: (signal score, is_signal)}`` of classifier runs for :func:`hepnn.analysis.plotting.roc_curves`
     (signal: each run's :attr:`Run.signal_class` versus the rest)."""
     out = {}
     for name, run in runs.items():
@@ -249,7 +254,7 @@ class JetImages:
     """Jet images made by the data pipeline: ``images`` ``(N, C, n_eta, n_phi)`` (pixel unit: that of
     the channel intensities, e.g. GeV, or fractions of the jet after normalisation), ``labels``
     (class indices), ``classes``, ``channels`` (channel names) and ``extent`` ``(eta_min, eta_max,
-    phi_min, phi_max)`` in radians from the jet axis, for :func:`hepnn.plotting.average_images`;
+    phi_min, phi_max)`` in radians from the jet axis, for :func:`hepnn.analysis.plotting.average_images`;
     ``file_index`` and ``entry`` say where each jet comes from (``source_files[file_index]``)."""
 
     images: np.ndarray

@@ -1,4 +1,5 @@
-"""The DataLoader for streaming datasets that yield whole batches as numpy arrays."""
+"""The DataLoader for streaming datasets that yield whole batches as numpy arrays, and the start of
+its worker processes."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import threading
 from collections.abc import Iterator
 
 from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 
 from hepnn.data.batching import nest_observers, to_torch
-from hepnn.data.dataset import ChunkedRootDataset
-from hepnn.data.handoff import LEND, BatchHandoff, SharedBatch
+from hepnn.data.dataset import ChunkedRootDataset, WorkerPlan
+from hepnn.data.loading.handoff import LEND, BatchHandoff, SharedBatch
 
 
 @functools.cache
@@ -34,14 +36,14 @@ def worker_context() -> multiprocessing.context.BaseContext:
     # (seed_everything(workers=True)), which would import it in every new worker (2-3 CPU seconds)
     in_use = [name for name in ("lightning.pytorch",) if name.partition(".")[0] in sys.modules]
     # the script this process runs, if any: run once there (see start_fork_server)
-    script = ["hepnn.data.forkserver_main"] if main_script() else []
+    script = ["hepnn.data.loading.forkserver_main"] if main_script() else []
     # last: freeze the objects of these imports, so that the workers' collections skip them
-    preload = ["hepnn.data.dataset", *in_use, *main_module(), *script, "hepnn.data.forkserver_freeze"]
+    preload = ["hepnn.data.dataset", *in_use, *main_module(), *script, "hepnn.data.loading.forkserver_freeze"]
     context.set_forkserver_preload(preload)
     return context
 
 
-# How start_fork_server tells the fork server the script to run (hepnn.data.forkserver_main)
+# How start_fork_server tells the fork server the script to run (hepnn.data.loading.forkserver_main)
 MAIN_SCRIPT_VARIABLE = "HEPNN_FORK_SERVER_MAIN_SCRIPT"
 
 
@@ -91,7 +93,7 @@ def main_script() -> str | None:
 
     multiprocessing has every new worker run it again, as ``__mp_main__``, before the worker
     starts, and so import what it imports: a script that imports Hydra's config tools pays about
-    0.05 s per worker. The fork server runs it once instead (:mod:`hepnn.data.forkserver_main`),
+    0.05 s per worker. The fork server runs it once instead (:mod:`hepnn.data.loading.forkserver_main`),
     and the workers, forked from there, find it has run. Python's own ``'__main__'`` preload of
     the fork server would do that, but in Python 3.11 it never receives the path it looks for.
     ``None`` for ``python -m`` (:func:`main_module`), ``python -c`` and interactive sessions.
@@ -109,7 +111,7 @@ def batch_system_signals_blocked() -> Iterator[None]:
     """Block the batch system's warning signals in this thread while the loader starts its helpers.
 
     Slurm signals every process of a job step. The training process checkpoints on the warning
-    (:mod:`hepnn.preemption`); the DataLoader workers, the fork server they come from and
+    (:mod:`hepnn.runtime.preemption`); the DataLoader workers, the fork server they come from and
     multiprocessing's resource tracker would be killed by it (the default action), and the run
     would fail with "DataLoader worker exited unexpectedly" instead. A blocked signal stays
     blocked in processes forked or executed from here, so they never see it. In this process, a
@@ -127,6 +129,34 @@ def batch_system_signals_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+class PlannedDataset(IterableDataset):
+    """A dataset as the workers of one start of a :class:`BatchLoader` receive it: the dataset and
+    the :class:`~hepnn.data.dataset.WorkerPlan` of that start, neither changed by the loader."""
+
+    def __init__(self, dataset: ChunkedRootDataset, plan: WorkerPlan):
+        super().__init__()
+        self.dataset = dataset
+        self.plan = plan
+
+    def __iter__(self):
+        return self.dataset.batches(self.plan)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+class _StartingLoader:
+    """The loader as the DataLoader's worker iterator sees it while it starts the workers: every
+    attribute the loader's, but the dataset the :class:`PlannedDataset` the workers receive."""
+
+    def __init__(self, loader: DataLoader, dataset: PlannedDataset):
+        self._loader = loader
+        self.dataset = dataset
+
+    def __getattr__(self, name: str):
+        return getattr(self._loader, name)
+
+
 def keep_as_is(batch):
     """Collate function of batch-yielding datasets: leave the worker's batch untouched."""
     return batch
@@ -136,7 +166,7 @@ class BatchLoader(DataLoader):
     """A DataLoader (``batch_size=None``) for :class:`~hepnn.data.dataset.ChunkedRootDataset`.
 
     With workers, each builds its batches directly in shared-memory slots and sends only where
-    they lie (:mod:`hepnn.data.handoff`); here, in the main process, each batch becomes tensors
+    they lie (:mod:`hepnn.data.loading.handoff`); here, in the main process, each batch becomes tensors
     that are views of its slot (copies, while the consumer holds several batches). The workers
     persist from epoch to epoch (``persistent_workers``, on by default): each epoch's number and
     the batches to skip reach them through shared memory, so a new epoch starts without starting
@@ -162,6 +192,17 @@ class BatchLoader(DataLoader):
         options.update(kwargs)
         super().__init__(dataset, num_workers=num_workers, pin_memory=pin_memory, **options)
         self._handoff: BatchHandoff | None = None
+        self._plan: WorkerPlan | None = None  # what the workers of the latest start received
+
+    def _get_iterator(self):
+        """The DataLoader's iterator; workers of a :class:`ChunkedRootDataset` receive it with this
+        start's :class:`WorkerPlan` (a :class:`PlannedDataset`), the dataset itself unchanged."""
+        if self.num_workers > 0 and isinstance(self.dataset, ChunkedRootDataset) and self._plan is not None:
+            self.check_worker_number_rationality()
+            return _MultiProcessingDataLoaderIter(
+                _StartingLoader(self, PlannedDataset(self.dataset, self._plan))
+            )
+        return super()._get_iterator()
 
     def __iter__(self) -> Iterator[dict]:
         dataset = self.dataset
@@ -178,20 +219,12 @@ class BatchLoader(DataLoader):
                 # slots per worker: the batches a worker may have in flight, those lent, and one more
                 slots = (self.prefetch_factor or 2) + LEND + 2
                 self._handoff = BatchHandoff(self.num_workers, slots, dataset.batch_size)
-                # What workers must know from this process, read when they receive the dataset below:
-                # they are not forked from it, so they cannot ask torch.distributed for the rank.
-                position = dataset.process_position
-                dataset.process_position = dataset.position()
-                dataset.handoff = self._handoff
+                # the workers are not forked from this process: they cannot ask torch.distributed
+                self._plan = WorkerPlan(position=dataset.position(), handoff=self._handoff)
             handoff = self._handoff if shared else None
             if handoff is not None:
                 handoff.begin_epoch(dataset.epoch, dataset.resume_after)
-            try:
-                iterator = super().__iter__()
-            finally:
-                if shared and starting:
-                    dataset.process_position = position
-                    dataset.handoff = None
+            iterator = super().__iter__()
         if handoff is not None:
             handoff.reclaim()  # the workers have acknowledged the new epoch
         try:

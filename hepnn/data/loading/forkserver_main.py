@@ -1,17 +1,17 @@
 """Imported by the fork server of the DataLoader workers, never elsewhere: runs the main script once.
 
-:func:`hepnn.data.loader.start_fork_server` puts the path of the script the training process
+:func:`hepnn.data.loading.loader.start_fork_server` puts the path of the script the training process
 runs in the environment while the fork server starts; here the fork server runs that script as
 multiprocessing's own fork server would for its ``'__main__'`` preload (as ``__mp_main__``, the
 block under ``if __name__ == "__main__"`` skipped). Every worker, forked from the fork server,
-then finds the script has run and does not run it again (:func:`hepnn.data.loader.main_script`).
+then finds the script has run and does not run it again (:func:`hepnn.data.loading.loader.main_script`).
 """
 
 import os
 import sys
 from multiprocessing import process, spawn
 
-from hepnn.data.loader import MAIN_SCRIPT_VARIABLE
+from hepnn.data.loading.loader import MAIN_SCRIPT_VARIABLE
 
 
 def run_main_script(path: str) -> None:

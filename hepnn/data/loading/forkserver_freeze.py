@@ -1,7 +1,7 @@
 """Imported last by the fork server of the DataLoader workers, never elsewhere: freezes its imports.
 
-The fork server (:func:`hepnn.data.loader.worker_context`) imports the loader, Lightning and the
-main module (or runs the main script, :mod:`hepnn.data.forkserver_main`) once; every worker is a
+The fork server (:func:`hepnn.data.loading.loader.worker_context`) imports the loader, Lightning and the
+main module (or runs the main script, :mod:`hepnn.data.loading.forkserver_main`) once; every worker is a
 fork of it and shares those memory pages until it writes to them. A full garbage collection writes
 to every object it visits, so the first one in a worker copies every page that holds an object of
 those imports. Measured in a worker of the loader benchmark run with Hydra preloaded: one full
