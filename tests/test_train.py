@@ -1,6 +1,7 @@
 """Training end to end: the command line, a real short training, resuming, sweeps, loggers, bad input."""
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -139,7 +140,12 @@ def test_resume_from_last_checkpoint_trains_only_the_remaining_epochs(trained, j
     assert summary["epochs"] == 7
 
 
-def test_fast_dev_run_from_the_command_line(jet_sample, tmp_path):
+def test_fast_dev_run_from_the_command_line(jet_sample, tmp_path, monkeypatch):
+    # an srun on the PATH, as on a Slurm login node: Lightning's hint to use it is not shown
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     result = run_module(
         "hepnn.train",
         "debug=fdr",
@@ -148,6 +154,8 @@ def test_fast_dev_run_from_the_command_line(jet_sample, tmp_path):
         cwd=tmp_path,
     )
     assert "hepnn run summary" in result.stdout and "test AUC" in result.stdout
+    output = result.stdout + result.stderr + (tmp_path / "run" / "train.log").read_text()
+    assert "srun" not in output and "litlogger" not in output
     assert (tmp_path / "run" / "config.yaml").is_file()
     assert (tmp_path / "run" / ".hydra" / "overrides.yaml").is_file()
     assert (tmp_path / "run" / "predictions" / "test.root").is_file()
@@ -275,4 +283,38 @@ def test_input_errors_reach_the_user_as_one_line(jet_sample, tmp_path):
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("hepnn: error: ")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["+data.batchsize=3"],
+            "data.batchsize is not a setting of hepnn.data.RootDataModule; did you mean batch_size",
+        ),
+        (
+            ["+model.net.hiden=3"],
+            "model.net.hiden is not a setting of hepnn.nets.particle_flow.ParticleFlowNetwork; "
+            "did you mean hidden",
+        ),
+        (["ckpt_path=NOT_A_CHECKPOINT"], "cannot read NOT_A_CHECKPOINT as a PyTorch checkpoint"),
+    ],
+)
+def test_unknown_keys_and_foreign_checkpoints_are_one_line_errors(jet_sample, tmp_path, overrides, message):
+    not_a_checkpoint = tmp_path / "notes.txt"
+    not_a_checkpoint.write_text("e" * 200)
+    overrides = [o.replace("NOT_A_CHECKPOINT", str(not_a_checkpoint)) for o in overrides]
+    message = message.replace("NOT_A_CHECKPOINT", str(not_a_checkpoint))
+    result = run_module(
+        "hepnn.train",
+        *overrides,
+        f"data.files={jet_sample}/*.root",
+        f"hydra.run.dir={tmp_path}/run",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("hepnn: error: ") and message in last, last
     assert "Traceback" not in result.stderr
