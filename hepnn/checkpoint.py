@@ -130,6 +130,7 @@ def rebuild_model(config: dict, checkpoint: dict, path: str | Path) -> L.Lightni
     model = _instantiate(config["model"], "model", path)
     check_weights_fit(model.state_dict(), checkpoint["state_dict"], path)
     model.load_state_dict(checkpoint["state_dict"])
+    model.on_load_checkpoint(checkpoint)  # what the task keeps beside its weights (e.g. a baseline)
     return model
 
 

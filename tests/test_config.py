@@ -34,6 +34,10 @@ def test_every_group_option_composes(group, tmp_path):
         extra = []
         if group == "data" and option.endswith("_image"):
             extra = ["model=cnn"]  # the default net (a PFN) reads particles, which image configs drop
+        if group == "data" and option.endswith("_hlf"):
+            extra = ["model=hlf"]  # jet-level observables, not particles
+        if group == "model" and option == "hlf":
+            extra = ["data=toptag_hlf"]
         if group == "data" and option == "airshower":
             extra = ["model=trace3d"]  # traces, not particles
         if group == "model" and option in ("cnn", "resnet"):

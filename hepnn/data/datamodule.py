@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning as L
 
 from hepnn.data.cache import ChunkCache, cache_directory
+from hepnn.data.columns import read_entry_columns
 from hepnn.data.dataset import ChunkedRootDataset
 from hepnn.data.loading.loader import BatchLoader
 from hepnn.data.loading.memory import keep_freed_memory
@@ -271,6 +272,19 @@ class RootDataModule(L.LightningDataModule):
         for dataset in self.datasets.values():
             dataset.spec = restored
             dataset.cache = ChunkCache(self.chunk_cache_dir) if self.chunk_cache_dir else None
+
+    def training_columns(self, names: Sequence[str], key: str = "data.baseline") -> dict:
+        """The variables ``names`` and the class ``label`` of every selected training entry, one array
+        each (for the cut-based baseline and the reweighting, which are filled on the training split).
+
+        Errors name ``<key>.<name>`` (e.g. a variable that is not one value per entry).
+        """
+        if not self.datasets:
+            self.setup("fit")
+        chunks = self.datasets["train"].chunks
+        return read_entry_columns(
+            self.spec, chunks, list(names), keys=[f"{key}.{name}" for name in names], labels=True
+        )
 
     def summary(self) -> dict:
         """Figures about the input for the run summary."""

@@ -168,8 +168,9 @@ def read_entries(tree, chunk: Chunk, branches: list[str]):
         ) from exc
 
 
-def check_branches(tree, path: str, needed: set[str]) -> None:
-    """Raise naming the file, tree and each missing branch with its closest existing names."""
+def check_branches(tree, path: str, needed: set[str], key: str | None = None) -> None:
+    """Raise naming the file, tree and each missing branch with its closest existing names (and the
+    config ``key`` that needs them, when given)."""
     available = set(tree.keys())
     missing = sorted(needed - available)
     if missing:
@@ -177,8 +178,9 @@ def check_branches(tree, path: str, needed: set[str]) -> None:
         for name in missing:
             close = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
             details.append(f"'{name}'" + (f" (close matches: {', '.join(close)})" if close else ""))
+        needing = f"{key} needs a branch that " if key else ""
         raise DataInputError(
-            f"{path}: tree '{tree.name}' has no branch {', '.join(details)}; "
+            f"{path}: {needing}tree '{tree.name}' has no branch {', '.join(details)}; "
             f"it has {len(available)} branches: {', '.join(sorted(available)[:40])}"
             f"{' ...' if len(available) > 40 else ''}"
         )
@@ -188,6 +190,8 @@ def inspect_file(index: int, path: str, spec: DataSpec) -> InputFile:
     """Open one file, check its tree and the branches the spec needs, and read its layout."""
     tree = open_tree(path, spec.tree)
     check_complete(tree.file, path)
+    for name in spec.baseline:
+        check_branches(tree, path, set(required_branches({name}, spec.variables)), f"data.baseline ({name})")
     check_branches(tree, path, set(spec.branches))
     try:
         clusters = cluster_starts(tree)
