@@ -113,6 +113,7 @@ def format_summary(
         ("input files", summary.get("data/files")),
         ("unreadable files skipped", summary.get("data/skipped_files")),
         ("NaN/inf values replaced (test)", summary.get("test/nonfinite_replaced")),
+        *[("effective training entries per class", e) for e in [_effective_entries(summary)] if e],
         ("trainable parameters", summary.get("parameters")),
         ("training entries/s (last epoch)", summary.get("train/entries_per_second")),
         ("epochs trained", summary.get("epochs")),
@@ -127,6 +128,13 @@ def format_summary(
         lines.append(f"{name:<{width}}  {format_value(value)}")
     lines.append("=" * (width + 40))
     return "\n".join(lines)
+
+
+def _effective_entries(summary: Mapping) -> str | None:
+    """``<class> <entries>, ...`` of a reweighted run (``data/effective_entries_<class>``), else None."""
+    prefix = "data/effective_entries_"
+    entries = [f"{k.removeprefix(prefix)} {v:.0f}" for k, v in summary.items() if k.startswith(prefix)]
+    return ", ".join(entries) or None
 
 
 def format_value(value) -> str:

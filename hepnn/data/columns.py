@@ -9,27 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import awkward as ak
 import numpy as np
 
 from hepnn.data.expressions import VariableResolver, required_branches
-from hepnn.data.preprocess import DataValueError, build_labels, selection_mask
+from hepnn.data.preprocess import build_labels, per_entry_values, selection_mask
 from hepnn.data.source import Chunk, InputFile, open_tree, read_entries
 from hepnn.data.spec import DataSpec
 
 LABEL = "label"
-
-
-def per_entry(values, n: int, where: str) -> np.ndarray:
-    """``values`` as a numpy array of ``n`` numbers (a scalar is broadcast); DataValueError otherwise."""
-    if isinstance(values, ak.Array) and values.ndim > 1:
-        raise DataValueError(f"{where} is a list per entry ({values.type}); one value per entry is expected")
-    array = np.asarray(ak.to_numpy(values) if isinstance(values, ak.Array) else values)
-    if array.ndim == 0:
-        array = np.full(n, array)
-    if array.shape != (n,):
-        raise DataValueError(f"{where} has shape {array.shape}; one value per entry ({n},) is expected")
-    return array
 
 
 def read_entry_columns(
@@ -68,7 +55,7 @@ def read_entry_columns(
             arrays, entries = arrays[keep], entries[keep]
         resolve = VariableResolver(arrays, spec.variables)
         for name, key in zip(names, keys, strict=True):
-            parts[name].append(per_entry(resolve(name), len(arrays), f"{source}: {key}"))
+            parts[name].append(per_entry_values(resolve(name), len(arrays), f"{source}: {key}"))
         if labels:
             parts[LABEL].append(build_labels(spec, resolve, entries, source))
     empty = np.zeros(0, dtype=np.float64)

@@ -30,6 +30,7 @@ from hepnn.data.source import (
 )
 from hepnn.data.spec import DataConfigError, DataSpec
 from hepnn.data.standardize import resolve_standardization
+from hepnn.data.training_weights import resolve_reweighting
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class RootDataModule(L.LightningDataModule):
         variables: Mapping | None = None,
         targets: Mapping | None = None,
         weights: str | None = None,
+        reweight: Mapping | None = None,
         observers: Sequence[str] = (),
         baseline: Sequence[str] | None = None,
         selection: str | None = None,
@@ -91,6 +93,7 @@ class RootDataModule(L.LightningDataModule):
                 "labels": labels,
                 "targets": targets,
                 "weights": weights,
+                "reweight": reweight,
                 "observers": observers,
                 "baseline": baseline,
                 "selection": selection,
@@ -125,6 +128,7 @@ class RootDataModule(L.LightningDataModule):
         self.split_files: dict[str, list[InputFile]] = {}
         self.datasets: dict[str, ChunkedRootDataset] = {}
         self._loaders: dict[str, BatchLoader] = {}  # by split, for the dataset they were made for
+        self.reweight_figures: dict[str, float] = {}  # effective training entries per class
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -214,11 +218,17 @@ class RootDataModule(L.LightningDataModule):
         needed = ("train", "test") if stage in (None, "fit") else ("test",)
         self._inspect()
         self._standardize()
-        self.chunk_cache_dir = cache_directory(self._cache_mode, self.cache_dir, self.spec)
-        for split in SPLITS:
-            chunks = plan_chunks(
+        plans = {
+            split: plan_chunks(
                 self.split_files[split], self.spec, None if self.per_split_files else split, self.chunk_size
             )
+            for split in SPLITS
+        }
+        if self.spec.reweight is not None and (self.spec.reweight_table is None or plans["train"]):
+            self.spec, self.reweight_figures = resolve_reweighting(self.spec, plans["train"], self.cache_dir)
+        self.chunk_cache_dir = cache_directory(self._cache_mode, self.cache_dir, self.spec)
+        for split in SPLITS:
+            chunks = plans[split]
             counts = count_selected(chunks, self.spec)
             self.datasets[split] = ChunkedRootDataset(
                 self.spec,
@@ -292,6 +302,7 @@ class RootDataModule(L.LightningDataModule):
             "data/files": len(self.files),
             "data/skipped_files": len(self.skipped_files),
             **{f"data/{s}_entries": d.n_entries for s, d in self.datasets.items()},
+            **self.reweight_figures,
         }
 
     def _loader(self, split: str) -> BatchLoader:

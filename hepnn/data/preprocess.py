@@ -172,7 +172,9 @@ def _is_jagged(values) -> bool:
     return isinstance(values, FlatJagged) or (isinstance(values, ak.Array) and values.ndim == 2)
 
 
-def _as_per_entry(values, n: int, where: str) -> np.ndarray:
+def per_entry_values(values, n: int, where: str) -> np.ndarray:
+    """``values`` as ``n`` numbers, one per entry (a scalar is broadcast); DataValueError naming ``where``
+    for a list per entry or another shape."""
     if _is_jagged(values) or (isinstance(values, ak.Array) and values.ndim != 1):
         raise DataValueError(f"{where} has one value per element of a list; one value per entry is expected")
     if isinstance(values, ak.Array):
@@ -347,7 +349,7 @@ def build_flat_group(group: InputGroup, resolve, n: int, source: str, nonfinite)
         where = f"{source}: data.inputs.{group.name}.features.{feature.name}"
         values = resolve(feature.name)
         if group.shape is None:
-            x = _as_per_entry(values, n, where).astype(np.float32)
+            x = per_entry_values(values, n, where).astype(np.float32)
         else:
             x = _as_shaped(values, n, group.shape, where)
         x = nonfinite(x, None, where)
@@ -383,7 +385,7 @@ def build_labels(spec: DataSpec, resolve, entries: np.ndarray, source: str) -> n
     n = len(entries)
     if spec.label_index is not None:
         where = f"{source}: data.labels.index"
-        raw = _as_per_entry(spec.label_index.evaluate(resolve), n, where)
+        raw = per_entry_values(spec.label_index.evaluate(resolve), n, where)
         index = raw.astype(np.int64)
         bad = np.flatnonzero((index != raw) | (index < 0) | (index >= len(spec.classes)))
         if len(bad):
@@ -394,7 +396,7 @@ def build_labels(spec: DataSpec, resolve, entries: np.ndarray, source: str) -> n
         return index
     onehot = np.stack(
         [
-            _as_per_entry(spec.labels[c].evaluate(resolve), n, f"{source}: data.labels.{c}").astype(bool)
+            per_entry_values(spec.labels[c].evaluate(resolve), n, f"{source}: data.labels.{c}").astype(bool)
             for c in spec.classes
         ],
         axis=1,
@@ -410,7 +412,7 @@ def build_labels(spec: DataSpec, resolve, entries: np.ndarray, source: str) -> n
 
 
 def _finite_per_entry(expression, resolve, entries: np.ndarray, where: str) -> np.ndarray:
-    values = _as_per_entry(expression.evaluate(resolve), len(entries), where).astype(np.float32)
+    values = per_entry_values(expression.evaluate(resolve), len(entries), where).astype(np.float32)
     bad = np.flatnonzero(~np.isfinite(values))
     if len(bad):
         raise DataValueError(f"{where}: {expression.text!r} is NaN or inf in {_entries_text(bad, entries)}")
@@ -425,7 +427,7 @@ def selection_mask(arrays: ak.Array, spec: DataSpec, source: str) -> np.ndarray:
         keep = spec.selection.evaluate(VariableResolver(arrays, spec.variables))
     except ExpressionError as exc:
         raise ExpressionError(f"{source}: {exc}") from exc
-    return _as_per_entry(keep, len(arrays), f"{source}: data.selection").astype(bool)
+    return per_entry_values(keep, len(arrays), f"{source}: data.selection").astype(bool)
 
 
 def preprocess_chunk(
@@ -465,8 +467,16 @@ def preprocess_chunk(
             data.columns["weight"] = _finite_per_entry(
                 spec.weight, resolve, entries, f"{source}: data.weights"
             )
+        table = spec.reweighting
+        if table is not None:
+            values = {
+                name: per_entry_values(resolve(name), n, f"{source}: data.reweight.vars.{name}")
+                for name in table.variables
+            }
+            weight = table.weights(values, data.columns["label"]).astype(np.float32)
+            data.columns["weight"] = weight * data.columns.get("weight", np.float32(1.0))
         for name in spec.observers:
-            data.columns[OBSERVER_PREFIX + name] = _as_per_entry(
+            data.columns[OBSERVER_PREFIX + name] = per_entry_values(
                 resolve(name), n, f"{source}: data.observers.{name}"
             )
     except ExpressionError as exc:

@@ -181,11 +181,14 @@ class DataSpec:
     standardize: AutoStandardization = field(default_factory=AutoStandardization)
     nonfinite: str = "error"
     nonfinite_value: float = 0.0
+    reweight: dict | None = None
+    reweight_table: dict | None = None
 
     @functools.cached_property
     def branches(self) -> frozenset[str]:
         """The branches that must be read from disk (only those some expression needs)."""
         names = {f.name for g in self.inputs for f in g.features} | set(self.observers)
+        names |= set(self.reweight_variables)
         names |= {g.order.by for g in self.inputs if g.order is not None}
         names |= {v for g in self.inputs if g.image is not None for v in g.image.variables}
         for expression in self.expressions():
@@ -202,6 +205,22 @@ class DataSpec:
     def automatic_features(self) -> list[tuple[InputGroup, Feature]]:
         """Features whose centre or scale is still to be computed from the data."""
         return [(g, f) for g in self.inputs for f in g.features if f.automatic]
+
+    @property
+    def reweight_variables(self) -> tuple[str, ...]:
+        """The variables ``data.reweight`` bins in (none without reweighting)."""
+        return tuple(str(name) for name in (self.reweight or {}).get("vars", {}))
+
+    @functools.cached_property
+    def reweighting(self):
+        """The fitted :class:`~hepnn.data.reweight.ReweightTable` (None without reweighting or before)."""
+        from hepnn.data.reweight import ReweightTable
+
+        return ReweightTable.from_dict(self.reweight_table) if self.reweight_table is not None else None
+
+    def with_reweight_table(self, table: Mapping) -> DataSpec:
+        """A copy with the fitted reweighting table (:meth:`hepnn.data.reweight.ReweightTable.to_dict`)."""
+        return dataclasses.replace(self, reweight_table=dict(table))
 
     def with_standardization(self, values: Mapping[str, Mapping[str, Sequence[float]]]) -> DataSpec:
         """A copy with automatic centres and scales replaced: ``values[group][feature] = (center, scale)``."""
@@ -277,6 +296,8 @@ class DataSpec:
             "selection": self.selection.text if self.selection else None,
             "split": dataclasses.asdict(self.split),
             "standardize": dataclasses.asdict(self.standardize),
+            "reweight": self.reweight,
+            "reweight_table": self.reweight_table,
             "nonfinite": self.nonfinite,
             "nonfinite_value": self.nonfinite_value,
         }
@@ -324,6 +345,8 @@ class DataSpec:
             selection=Expression(selection, "data.selection") if selection else None,
             split=_split(cfg.get("split")),
             standardize=_standardize(cfg.get("standardize")),
+            reweight=_reweight(cfg.get("reweight"), classes),
+            reweight_table=dict(cfg["reweight_table"]) if cfg.get("reweight_table") else None,
             nonfinite=nonfinite,
             nonfinite_value=float(cfg.get("nonfinite_value") or 0.0),
         )
@@ -345,6 +368,23 @@ def _targets(cfg: Mapping) -> tuple[dict[str, Expression], dict[str, str]]:
         if unit:
             units[str(name)] = str(unit)
     return targets, units
+
+
+def _reweight(value, classes: Sequence[str]) -> dict | None:
+    """The ``data.reweight`` mapping, checked (:class:`hepnn.data.reweight.ReweightConfig`); None when off."""
+    if value is None:
+        return None
+    from hepnn.data.reweight import FLAT, ReweightConfig
+
+    config = ReweightConfig.from_dict(value)
+    if not classes:
+        raise DataConfigError("data.reweight needs data.labels: it weights the classes against each other")
+    if config.target != FLAT and config.target not in classes:
+        raise DataConfigError(
+            f"data.reweight.target {config.target!r} is neither 'flat' nor one of the classes {list(classes)}"
+        )
+    config.class_shares(classes)  # checks class_weights against the classes
+    return {str(k): (list(v) if isinstance(v, list | tuple) else v) for k, v in dict(value).items()}
 
 
 def _baseline(value, classes: Sequence[str]) -> tuple[str, ...]:
