@@ -26,7 +26,15 @@ def test_batch_shapes_padding_and_standardisation(datamodule, jet_sample):
     n = len(batch["label"])
     assert batch["particles"].shape == (n, 7, 128) and batch["particles"].dtype == torch.float32
     assert batch["mask"].shape == (n, 128) and batch["mask"].dtype == torch.bool
-    assert set(batch["observers"]) == {"jet_pt", "jet_eta", "jet_phi", "jet_mass", "jet_nparticles"}
+    # the configured observers, and the baseline's (data.baseline: jet_mass x jet_tau32)
+    assert set(batch["observers"]) == {
+        "jet_pt",
+        "jet_eta",
+        "jet_phi",
+        "jet_mass",
+        "jet_nparticles",
+        "jet_tau32",
+    }
     # compare the first jet with a direct computation from the file
     path = datamodule.source_files()[int(batch["file_index"][0])]
     entry = int(batch["entry"][0])

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from hepnn.data.expressions import Expression, required_branches
 from hepnn.errors import ConfigError
+from hepnn.utils import validation as check
 
 
 class DataConfigError(ConfigError):
@@ -448,10 +449,7 @@ def _standardize(cfg) -> AutoStandardization:
     auto = AutoStandardization(**cfg)
     if not 0 < auto.fraction <= 1:
         raise DataConfigError(f"data.standardize.fraction must be in (0, 1], got {auto.fraction}")
-    if not isinstance(auto.max_entries, int) or auto.max_entries < 1:
-        raise DataConfigError(
-            f"data.standardize.max_entries must be a positive integer, got {auto.max_entries!r}"
-        )
+    check.positive_int(auto.max_entries, "data.standardize.max_entries", DataConfigError)
     return auto
 
 
@@ -528,8 +526,8 @@ def _image_group(name: str, cfg: Mapping) -> InputGroup:
         )
     grid = _keys(cfg.get("grid"), ("n_eta", "n_phi", "eta", "phi"), f"{where}.grid")
     for key in ("n_eta", "n_phi"):
-        if key in grid and (not isinstance(grid[key], int) or grid[key] < 1):
-            raise DataConfigError(f"{where}.grid.{key} must be a positive integer, got {grid[key]!r}")
+        if key in grid:
+            check.positive_int(grid[key], f"{where}.grid.{key}", DataConfigError)
     pre = _keys(
         cfg.get("preprocessing"),
         ("center", "rotate", "flip", "normalize", "subjet_radius"),
@@ -580,9 +578,13 @@ def _input_group(name: str, cfg: Mapping) -> InputGroup:
         _feature(str(f), fcfg, f"{where}.features.{f}", default_clip) for f, fcfg in features_cfg.items()
     ]
     length = cfg.get("length")
-    if length is not None and (not isinstance(length, int) or length < 1):
-        raise DataConfigError(
-            f"{where}.length must be a positive integer (or null for per-entry features), got {length!r}"
+    if length is not None:
+        check.require(
+            check.is_int(length) and length >= 1,
+            f"{where}.length",
+            "a positive integer (or null for per-entry features)",
+            length,
+            DataConfigError,
         )
     shape = cfg.get("shape")
     if shape is not None:
@@ -592,7 +594,7 @@ def _input_group(name: str, cfg: Mapping) -> InputGroup:
             isinstance(shape, str | bytes)
             or not isinstance(shape, Sequence)
             or not shape
-            or not all(isinstance(n, int) and n > 0 for n in shape)
+            or not all(check.is_int(n) and n > 0 for n in shape)
         ):
             raise DataConfigError(f"{where}.shape must be a list of positive integers, got {shape!r}")
         shape = tuple(int(n) for n in shape)

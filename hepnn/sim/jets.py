@@ -49,6 +49,7 @@ import numpy as np
 from hepnn.errors import ConfigError
 from hepnn.sim import detector, substructure, truth
 from hepnn.sim.clustering import fastjet_module
+from hepnn.utils import validation as check
 
 # Pythia settings shared by every process (beam energy and window are added per sample).
 COMMON_PYTHIA_SETTINGS = (
@@ -161,15 +162,23 @@ class JetSelection:
                 f"{sorted(cls.__dataclass_fields__)}"
             )
         for key in ("radius", "pt_max"):
-            if key in values and not (isinstance(values[key], int | float) and values[key] > 0):
-                raise ConfigError(f"generate.jet.{key} must be a positive number, got {values[key]!r}")
-        n_max = values.get("max_jets_per_event", 1)
-        if not isinstance(n_max, int) or isinstance(n_max, bool) or n_max < 1:
-            raise ConfigError(f"generate.jet.max_jets_per_event must be a positive integer, got {n_max!r}")
+            if key in values:
+                check.require(
+                    check.is_number(values[key]) and values[key] > 0,
+                    f"generate.jet.{key}",
+                    "a positive number",
+                    values[key],
+                )
+        if "pt_min" in values:
+            check.non_negative_number(values["pt_min"], "generate.jet.pt_min", unit="GeV")
+        check.positive_int(values.get("max_jets_per_event", 1), "generate.jet.max_jets_per_event")
         for key in ("abs_eta_max", "abs_rapidity_max"):
-            if values.get(key) is not None and not (isinstance(values[key], int | float) and values[key] > 0):
-                raise ConfigError(
-                    f"generate.jet.{key} must be a positive number or null, got {values[key]!r}"
+            if values.get(key) is not None:
+                check.require(
+                    check.is_number(values[key]) and values[key] > 0,
+                    f"generate.jet.{key}",
+                    "a positive number or null",
+                    values[key],
                 )
         return cls(**values)
 
@@ -195,8 +204,8 @@ class PythiaSetup:
                 f"generate.pythia: unknown key(s) {sorted(unknown)}; expected some of "
                 f"{sorted(cls.__dataclass_fields__)}"
             )
-        if "mpi" in values and not isinstance(values["mpi"], bool):
-            raise ConfigError(f"generate.pythia.mpi must be true or false, got {values['mpi']!r}")
+        if "mpi" in values:
+            check.boolean(values["mpi"], "generate.pythia.mpi")
         if "extra_settings" in values:
             extra = values["extra_settings"] or ()
             if isinstance(extra, str) or not all(isinstance(line, str) for line in extra):
@@ -205,12 +214,13 @@ class PythiaSetup:
                 )
             values["extra_settings"] = tuple(extra)
         for key in ("ecm", "pthat_min", "pthat_max"):
-            if key in values and not (
-                isinstance(values[key], int | float)
-                and not isinstance(values[key], bool)
-                and values[key] >= 0
-            ):
-                raise ConfigError(f"generate.pythia.{key} must be a non-negative number, got {values[key]!r}")
+            if key in values:
+                check.require(
+                    check.is_number(values[key]) and values[key] >= 0,
+                    f"generate.pythia.{key}",
+                    "a non-negative number",
+                    values[key],
+                )
         return cls(**values)
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from hepnn.errors import ConfigError
+from hepnn.utils import validation as check
 from hepnn.utils.rootio import atomic_path, write_tree
 
 log = logging.getLogger(__name__)
@@ -100,23 +101,25 @@ class SampleConfig:
                     f"generate.processes.{name}: unknown key(s) {sorted(set(spec) - {'n_jets', 'label'})}"
                     "; expected n_jets, label"
                 )
-            if not isinstance(spec.get("n_jets"), int) or spec["n_jets"] < 1:
-                raise ConfigError(
-                    f"generate.processes.{name}.n_jets must be a positive integer, got {spec.get('n_jets')!r}"
-                )
+            check.positive_int(spec.get("n_jets"), f"generate.processes.{name}.n_jets")
             if spec.get("label") not in self.classes:
                 raise ConfigError(
                     f"generate.processes.{name}.label {spec.get('label')!r} is not one of "
                     f"generate.classes {list(self.classes)}"
                 )
-        if self.jets_per_file < 1:
-            raise ConfigError(f"generate.jets_per_file must be positive, got {self.jets_per_file}")
+        check.positive_int(self.jets_per_file, "generate.jets_per_file")
+        check.positive_int(self.events_per_batch, "generate.events_per_batch")
+        check.integer(self.seed, "generate.seed")
 
     def n_workers(self) -> int:
         if self.workers == "auto":
             return len(os.sched_getaffinity(0))
-        if not isinstance(self.workers, int) or self.workers < 1:
-            raise ConfigError(f"generate.workers must be 'auto' or a positive integer, got {self.workers!r}")
+        check.require(
+            check.is_int(self.workers) and self.workers >= 1,
+            "generate.workers",
+            "'auto' or a positive integer",
+            self.workers,
+        )
         return self.workers
 
     def physics_dict(self) -> dict[str, object]:

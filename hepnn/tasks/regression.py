@@ -45,7 +45,9 @@ from torch import nn
 from hepnn.errors import ConfigError
 from hepnn.metrics import regression as regression_metrics
 from hepnn.tasks.base import Plot, TaskBase, finite_figures, provenance_and_observers, provenance_columns
-from hepnn.utils.standardization import center_and_scale, finite_number
+from hepnn.utils import validation as check
+from hepnn.utils.standardization import center_and_scale
+from hepnn.utils.validation import is_number as finite_number
 
 LOSSES = ("mse", "huber")
 BATCH_AXIS = "batch"
@@ -103,10 +105,18 @@ class RegressionTask(TaskBase):
             raise ConfigError(f"model.targets has repeated names: {self.targets}")
         if loss not in LOSSES:
             raise ConfigError(f"model.loss must be one of {list(LOSSES)}, got {loss!r}")
-        if not (isinstance(huber_delta, int | float) and huber_delta > 0):
-            raise ConfigError(f"model.huber_delta must be a positive number, got {huber_delta!r}")
-        if not 0.0 < containment < 1.0:
-            raise ConfigError(f"model.containment must be in (0, 1), got {containment!r}")
+        check.require(
+            finite_number(huber_delta) and huber_delta > 0,
+            "model.huber_delta",
+            "a positive number",
+            huber_delta,
+        )
+        check.require(
+            finite_number(containment) and 0.0 < containment < 1.0,
+            "model.containment",
+            "in (0, 1)",
+            containment,
+        )
         self.loss_name = loss
         self.huber_delta = float(huber_delta)
         self.containment = float(containment)
@@ -114,7 +124,7 @@ class RegressionTask(TaskBase):
         self.axis_targets = self._named_targets("axis_targets", axis_targets, 3)
         self.core_targets = self._named_targets("core_targets", core_targets, 2)
         n_outputs = getattr(net, "n_outputs", None)
-        if isinstance(n_outputs, int) and n_outputs != len(self.targets):
+        if check.is_int(n_outputs) and n_outputs != len(self.targets):
             raise ConfigError(
                 f"model.net gives {n_outputs} outputs per entry but model.targets names {len(self.targets)} "
                 f"targets {self.targets}; the net needs one output per target"

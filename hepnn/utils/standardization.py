@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 from hepnn.errors import ConfigError
-
-
-def finite_number(value) -> bool:
-    """True for a finite int or float (not a bool)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+from hepnn.utils.validation import is_number as finite_number
 
 
 def center_and_scale(entry, key: str) -> tuple[float, float]:

@@ -27,10 +27,11 @@ def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def require(condition: bool, key: str, expected: str, value) -> None:
-    """Raise ``"<key> must be <expected>, got <value>"`` unless ``condition`` holds (range checks)."""
+def require(condition: bool, key: str, expected: str, value, error: type[ConfigError] = ConfigError) -> None:
+    """Raise ``"<key> must be <expected>, got <value>"`` unless ``condition`` holds (range checks);
+    ``error`` is the exception class (a :class:`ConfigError`, e.g. the data spec's own)."""
     if not condition:
-        raise ConfigError(f"{key} must be {expected}, got {value!r}")
+        raise error(f"{key} must be {expected}, got {value!r}")
 
 
 def boolean(value, key: str) -> bool:
@@ -45,16 +46,26 @@ def integer(value, key: str) -> int:
     return value
 
 
-def positive_int(value, key: str) -> int:
+def positive_int(value, key: str, error: type[ConfigError] = ConfigError) -> int:
     """``value`` if it is an integer >= 1 (not a bool)."""
-    require(_is_int(value) and value >= 1, key, "a positive integer", value)
+    require(_is_int(value) and value >= 1, key, "a positive integer", value, error)
     return value
 
 
-def non_negative_int(value, key: str) -> int:
+def non_negative_int(value, key: str, error: type[ConfigError] = ConfigError) -> int:
     """``value`` if it is an integer >= 0 (not a bool)."""
-    require(_is_int(value) and value >= 0, key, "a non-negative integer", value)
+    require(_is_int(value) and value >= 0, key, "a non-negative integer", value, error)
     return value
+
+
+def is_int(value) -> bool:
+    """True for an int that is not a bool."""
+    return _is_int(value)
+
+
+def is_number(value) -> bool:
+    """True for a finite int or float (not a bool)."""
+    return _is_number(value)
 
 
 def number(value, key: str, unit: str | None = None) -> float:
