@@ -99,7 +99,9 @@ def make_plots(run_dir, out_dir=None, formats: Sequence[str] = DEFAULT_FORMATS) 
     if note:
         report.notes.append(note)
     _training_plots(run_dir, out_dir, formats, report)
-    prediction_path = run_dir / "predictions" / "test.root"
+    # a training run's test predictions, else an evaluation run's
+    candidates = [run_dir / "predictions" / name for name in ("test.root", "evaluate.root")]
+    prediction_path = next((p for p in candidates if p.is_file()), candidates[0])
     if not prediction_path.is_file():
         report.notes.append(f"no predictions file {prediction_path}: no plots of the task's predictions")
         return report

@@ -118,13 +118,11 @@ class ChunkCache:
     the pages are shared by every process that reads the chunk.
 
     A process keeps the chunks it mapped mapped, up to ``mapped_bytes_limit`` bytes (the least
-    recently loaded go first), so that later epochs find them mapped. Mapping a chunk anew costs
-    one page fault per 64 KiB that is read from it, every epoch: 4.7k faults per cached epoch of
-    the loader benchmark (200k jets, 296 MB of chunks), and kept maps made that epoch take 0.78
-    of the time (median of 20 alternated epochs without workers, 19 faster). Keeping a map adds
-    no memory in ``/dev/shm`` (the pages are the file's) and only clean, reclaimable page cache
-    on disk; a process's resident size counts the mapped pages it has read, as every process
-    that maps the same file does.
+    recently loaded go first), so that later epochs find them mapped: a chunk mapped anew costs a
+    page fault for every 64 KiB read from it (the kernel maps a file's pages around a fault that
+    many at a time), every epoch. Keeping a map adds no memory in ``/dev/shm`` (the pages are the
+    file's) and only clean, reclaimable page cache on disk; a process's resident size counts the
+    mapped pages it has read, as every process that maps the same file does.
     """
 
     def __init__(self, directory: str | os.PathLike, mapped_bytes_limit: int = MAPPED_BYTES_LIMIT):

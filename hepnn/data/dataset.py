@@ -67,15 +67,14 @@ def compact_stores(
     """Copy the waiting entries of the sparsest stores into one new store ``new_id`` if the stores
     hold more than ``limit`` entries per waiting entry; returns whether it did.
 
-    Batches are drawn at random from the whole reservoir, so a store's last entries wait long:
-    without this, a worker of the default configuration (chunks of 10k, buffer of 8192 entries)
-    kept up to 15 stores alive, 8-9 times the entries waiting (simulated); with it, about 1.4
-    times, for copies of a quarter of the entries read. Measured in a fresh process without
-    workers (the loader benchmark's 200k jets, 4 alternated pairs): its first epoch took
-    0.70-0.87 s instead of 1.12-1.73 s, with 16-17k page faults instead of 31-34k (fresh memory
-    is slow on this VM), and a peak resident memory of 770 MB instead of 950. Only stores in this
-    process's heap count (read pieces; not those not read yet, nor those mapped from the chunk
-    cache). ``live_store``/``live_row`` (store and row of each waiting entry) change in place.
+    Batches are drawn at random from the whole reservoir, so a store's last entries wait long,
+    and without this a worker would keep many stores alive for a few waiting entries each, far
+    more entries than its reservoir holds. Copying the waiting entries of the sparsest stores
+    together keeps what a worker holds within ``limit`` times the entries waiting, which bounds
+    its memory; the batches stay exactly the same (:meth:`ChunkedRootDataset._build` gathers a
+    batch's entries piece by piece, whatever store they are in). Only stores in this process's
+    heap count (read pieces; not those not read yet, nor those mapped from the chunk cache).
+    ``live_store``/``live_row`` (store and row of each waiting entry) change in place.
     """
     owned = [i for i, data in stores.items() if isinstance(data, ChunkData) and not data.mapped]
     if len(owned) < 2:

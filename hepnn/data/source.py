@@ -101,8 +101,8 @@ def open_file(path: str):
     """The open ROOT file ``path`` (local or remote), with errors naming it.
 
     Local files are memory-mapped (uproot 5.7's default for them, fsspec, reads the same bytes
-    about 1.5x slower through a thread). uproot's array cache is off: the loader reads each
-    basket once per epoch, and that cache would hold up to 100 MB per open file.
+    through a thread). uproot's array cache is off: the loader reads each basket once per epoch,
+    and that cache would hold up to 100 MB per open file.
     """
     options = uproot_open_options(path) if is_remote(path) else {"handler": uproot.source.file.MemmapSource}
     try:

@@ -43,6 +43,14 @@ def _keys(mapping) -> list[str]:
     return [str(k) for k in mapping]
 
 
+def _classes(labels) -> list[str]:
+    """The class names of a ``data.labels`` mapping: its keys (one-hot expressions), or its
+    ``classes`` list in the index form ``{index: <expression>, classes: [...]}``."""
+    if set(map(str, labels)) == {"index", "classes"}:
+        return [str(c) for c in labels["classes"]]
+    return _keys(labels)
+
+
 def _units(targets) -> dict[str, str]:
     """``{name: unit}`` of a ``data.targets`` mapping (entries ``{expression, unit}``; '' without one)."""
     return {
@@ -78,12 +86,14 @@ def on_rank_zero(value, environ=os.environ):
 
 def register_resolvers() -> None:
     """Register ``${hepnn.root:}``, ``${hepnn.len:x}``, ``${hepnn.keys:mapping}``,
+    ``${hepnn.classes:labels}``,
     ``${hepnn.units:targets}``, ``${hepnn.rank_suffix:}`` and ``${hepnn.on_rank_zero:value}``
     (idempotent)."""
     for name, fn in {
         "hepnn.root": lambda: str(project_root()),
         "hepnn.len": _length,
         "hepnn.keys": _keys,
+        "hepnn.classes": _classes,
         "hepnn.units": _units,
         "hepnn.rank_suffix": rank_suffix,
         "hepnn.on_rank_zero": on_rank_zero,

@@ -33,7 +33,7 @@ def worker_context() -> multiprocessing.context.BaseContext:
     """
     context = multiprocessing.get_context("forkserver")
     # Lightning, when the process already uses it: a worker unpickles Lightning's worker_init_fn
-    # (seed_everything(workers=True)), which would import it in every new worker (2-3 CPU seconds)
+    # (seed_everything(workers=True)), which would import all of Lightning in every new worker
     in_use = [name for name in ("lightning.pytorch",) if name.partition(".")[0] in sys.modules]
     # the script this process runs, if any: run once there (see start_fork_server)
     script = ["hepnn.data.loading.forkserver_main"] if main_script() else []
@@ -74,12 +74,11 @@ def main_module() -> list[str]:
     """The module this process runs as ``python -m <name>`` (``hepnn.train``), if any.
 
     Every new worker runs that module's top level again before it starts (multiprocessing gives
-    its children the parent's ``__main__`` that way), importing what it imports: for
-    ``hepnn.train``, Hydra, about 0.1 s per worker. Imported once in the fork server, the
-    module's imports are done in every worker, and running its top level again costs under a
-    millisecond. A script (``python path/to/script.py``) is run again by its path, which the fork
-    server cannot preload by name; a package's ``__main__`` (``python -m <package>``) is not run
-    again.
+    its children the parent's ``__main__`` that way), importing what it imports (for
+    ``hepnn.train``, Hydra). Imported once in the fork server, the module's imports are done in
+    every worker, and running its top level again is cheap. A script (``python
+    path/to/script.py``) is run again by its path, which the fork server cannot preload by name;
+    a package's ``__main__`` (``python -m <package>``) is not run again.
     """
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     name = getattr(spec, "name", None)
@@ -92,10 +91,10 @@ def main_script() -> str | None:
     """The script this process runs (``python path/to/script.py``), as new processes get it.
 
     multiprocessing has every new worker run it again, as ``__mp_main__``, before the worker
-    starts, and so import what it imports: a script that imports Hydra's config tools pays about
-    0.05 s per worker. The fork server runs it once instead (:mod:`hepnn.data.loading.forkserver_main`),
-    and the workers, forked from there, find it has run. Python's own ``'__main__'`` preload of
-    the fork server would do that, but in Python 3.11 it never receives the path it looks for.
+    starts, and so import what it imports, in every worker. The fork server runs it once
+    instead (:mod:`hepnn.data.loading.forkserver_main`), and the workers, forked from there, find
+    it has run. Python's own ``'__main__'`` preload of the fork server would do that, but in
+    Python 3.11 it never receives the path it looks for.
     ``None`` for ``python -m`` (:func:`main_module`), ``python -c`` and interactive sessions.
     """
     return multiprocessing.spawn.get_preparation_data("hepnn").get("init_main_from_path")
@@ -117,7 +116,7 @@ def batch_system_signals_blocked() -> Iterator[None]:
     blocked in processes forked or executed from here, so they never see it. In this process, a
     signal that arrives meanwhile is delivered when the block ends (or at once to another thread).
     SIGTERM is left alone: workers must stay killable; the training process reports a failure
-    that follows its own SIGTERM as the stop it is (:func:`hepnn.training.exit_status_on_sigterm`).
+    that follows its own SIGTERM as the stop it is (:func:`hepnn.runtime.signals.exit_status_on_sigterm`).
     """
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
         yield
@@ -253,8 +252,7 @@ class BatchLoader(DataLoader):
 
     def _in_process(self, dataset: ChunkedRootDataset) -> Iterator[dict]:
         """Batches built in this process, straight from the dataset: the DataLoader's
-        single-process iterator would only add a profiler record and a fetch call per batch
-        (about 0.2 ms, a quarter of the time of a cached epoch)."""
+        single-process iterator would only add a profiler record and a fetch call per batch."""
         batches = iter(dataset)
         try:
             for batch in batches:

@@ -4,20 +4,15 @@ glibc's allocator serves blocks above its mmap threshold (128 KB at first, raise
 blocks are freed, to at most 32 MB) with ``mmap`` and hands them back to the system when they are
 freed (``munmap``); free memory at the top of its heap goes back too (trimming). The next block
 then comes as fresh pages, each zeroed by the kernel on its first touch (a page fault). A loader
-epoch or a training step allocates and frees the same large arrays again and again, so a process
-paid those page faults over and over:
-
-- a fresh DataLoader worker: about 0.3 of its 0.6 CPU seconds per 200k jets went to page faults;
-- the training process: 4-28k page faults per epoch of the loader benchmark without workers,
-  and 108-114k in its first epoch (under 700 in later epochs, 32-33k in the first, with this);
-  the default experiment (``python -m hepnn.train``, 8 epochs) took 47-52 s instead of 60-70 s.
+epoch or a training step allocates and frees the same large arrays again and again, so without
+this a process pays those page faults over and over, in DataLoader workers and in the training
+process alike.
 
 With :func:`keep_freed_memory`, blocks below 512 MB come from the heap and free memory is kept
-(up to 1 GB at the top of the heap) for the next allocations. A process then keeps the memory of
-its largest allocations once it has made them (the default experiment's peak resident memory:
-1.07-1.21 GB against 0.99 GB). DataLoader workers always do this (their memory is bounded by
-``chunk_size``/``buffer_size``); the training and evaluation processes do unless the config says
-``keep_freed_memory: false``.
+(up to 1 GB at the top of the heap) for the next allocations. The price: a process keeps the
+memory of its largest allocations once it has made them, so its resident memory stays near its
+peak. DataLoader workers always do this (their memory is bounded by ``chunk_size``/``buffer_size``);
+the training and evaluation processes do unless the data config says ``keep_freed_memory: false``.
 """
 
 from __future__ import annotations

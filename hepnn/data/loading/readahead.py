@@ -6,7 +6,9 @@ building padded batches from the pieces read so far. Both stages run mostly outs
 (decompression, numpy's loops on whole arrays and the numba kernels release it), so a second
 thread that reads ahead lets them overlap on separate cores: while batches are built from piece
 ``k``, piece ``k + 1`` is read. Without workers this also overlaps reading with the training
-step.
+step. The overlap needs a core that is idle meanwhile (e.g. while a training process waits on
+its GPU): where every core is busy the two threads only take turns, hence ``data.read_ahead: 0``
+by default.
 
 :class:`ReadAhead` keeps at most ``depth`` pieces loaded beyond the newest one asked for, so the
 memory bound grows by ``depth`` pieces. Pieces are read in the order they are asked for, one at a
