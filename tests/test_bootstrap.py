@@ -104,3 +104,16 @@ def test_bad_arguments_are_one_line_errors():
         bootstrap.bootstrap(np.mean, np.ones(3), n_resamples=1)
     with pytest.raises(ValueError, match="equal length"):
         bootstrap.bootstrap(roc_auc, np.ones(3), np.ones(4))
+
+
+def test_the_paired_auc_difference_of_two_correlated_taggers_is_more_precise_than_their_errors():
+    rng = np.random.default_rng(11)
+    is_signal = rng.integers(0, 2, 4000).astype(bool)
+    better = rng.normal(1.5 * is_signal, 1.0)
+    worse = better + rng.normal(0.0, 0.4, len(better))  # the same tagger, smeared
+    difference = bootstrap.auc_difference(better, worse, is_signal, n_resamples=200, seed=3)
+    assert difference.value == pytest.approx(roc_auc(better, is_signal) - roc_auc(worse, is_signal))
+    errors = [bootstrap.bootstrap(roc_auc, s, is_signal, seed=3).error for s in (better, worse)]
+    combined = np.hypot(*errors)
+    assert 0 < difference.error < 0.6 * combined
+    assert difference.value > 3 * difference.error  # smearing costs separation, and the pairing shows it

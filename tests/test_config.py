@@ -31,19 +31,20 @@ def test_every_experiment_composes_and_builds_its_model(experiment):
 def test_every_group_option_composes(group, tmp_path):
     for option in presets(group):
         choice = f"{group}={option}" if group != "generate" else f"generate@data.generate={option}"
-        extra = []
+        # on the plain PFN preset: the default's net also reads the jet observables of toptag_globals
+        extra = ["experiment=top_pfn"] if group in ("data", "model") else []
         if group == "data" and option.endswith("_image"):
-            extra = ["model=cnn"]  # the default net (a PFN) reads particles, which image configs drop
+            extra += ["model=cnn"]  # the PFN reads particles, which image configs drop
         if group == "data" and option.endswith("_hlf"):
-            extra = ["model=hlf"]  # jet-level observables, not particles
+            extra += ["model=hlf"]  # jet-level observables, not particles
         if group == "model" and option == "hlf":
-            extra = ["data=toptag_hlf"]
+            extra += ["data=toptag_hlf"]
         if group == "data" and option == "airshower":
-            extra = ["model=trace3d"]  # traces, not particles
+            extra += ["model=trace3d"]  # traces, not particles
         if group == "model" and option in ("cnn", "resnet"):
-            extra = ["data=toptag_image"]
+            extra += ["data=toptag_image"]
         if group == "model" and option == "trace3d":
-            extra = ["data=airshower"]
+            extra += ["data=airshower"]
         cfg = compose_train(choice, *extra, f"paths.output_dir={tmp_path}")
         for key in ("trainer", "data", "model", "callbacks", "logger"):
             OmegaConf.to_container(cfg[key], resolve=True)

@@ -180,3 +180,24 @@ def test_pfn_onnx_export_matches_pytorch(tmp_path):
         reference = real(x, mask)
     assert onnx_out.shape == (5, 3)
     np.testing.assert_allclose(onnx_out, reference.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_pfn_global_features_join_the_pooled_vector():
+    torch.manual_seed(0)
+    net = ParticleFlowNetwork(in_channels=4, n_outputs=2, hidden=16, latent=8, global_features=3, dropout=0.0)
+    net.eval()
+    x = torch.randn(5, 4, 10)
+    mask = torch.arange(10).expand(5, 10) < torch.tensor([[10], [7], [3], [1], [5]])
+    jet = torch.randn(5, 3)
+    out = net(x, mask, jet)
+    assert out.shape == (5, 2)
+    # the globals reach the output; the dense path agrees; the particles stay permutation invariant
+    assert not torch.allclose(out, net(x, mask, torch.zeros_like(jet)))
+    net.dense = True
+    torch.testing.assert_close(net(x, mask, jet), out, rtol=1e-5, atol=1e-6)
+    assert net.head.layers[0].in_features == 8 + 3
+    with pytest.raises(ValueError, match="takes 3 global features per jet, but forward got none"):
+        net(x, mask)
+    plain = ParticleFlowNetwork(in_channels=4, n_outputs=2, hidden=16, latent=8)
+    with pytest.raises(ValueError, match=r"takes 0 global features per jet, but forward got \(5, 3\)"):
+        plain(x, mask, jet)

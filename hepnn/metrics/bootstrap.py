@@ -182,3 +182,20 @@ def classifier_figures(
 def _area_under(eff_s: np.ndarray, eff_b: np.ndarray) -> float:
     """Area under eps_S(eps_B), the trapezoidal rule of :func:`hepnn.metrics.classification.roc_auc`."""
     return float(np.sum(np.diff(eff_b) * (eff_s[1:] + eff_s[:-1]) / 2))
+
+
+def auc_difference(scores, reference_scores, is_signal, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0):
+    """AUC of ``scores`` minus the AUC of ``reference_scores`` on the same entries, with the error of
+    the difference from paired resamples (both taggers on the same resampled entries): the
+    uncertainty that says whether one tagger beats the other, smaller than the two errors combined
+    since the entries they share fluctuate together."""
+    from hepnn.metrics.classification import roc_auc
+
+    return bootstrap(
+        lambda a, b, y: roc_auc(a, y) - roc_auc(b, y),
+        scores,
+        reference_scores,
+        is_signal,
+        n_resamples=n_resamples,
+        seed=seed,
+    )

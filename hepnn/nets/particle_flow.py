@@ -4,7 +4,9 @@ A per-particle network Phi maps each particle's features to a latent vector (``C
 ``kernel_size=1``, weights shared by all particles), the latent vectors are pooled over the
 real (unmasked) particles (sum, as in the paper, or mean/max), and a dense network F maps the
 pooled vector to one logit per class. The output is invariant under permutations of the
-particles and independent of padding.
+particles and independent of padding. With ``global_features``, per-jet inputs (e.g. the jet's
+substructure observables, as DeepJet and ParticleNet take global features) join the pooled
+vector before F.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from hepnn.utils import validation as check
 class ParticleFlowNetwork(nn.Module):
     """Phi (``phi_layers`` 1x1 convolutions, the last of width ``latent``) -> masked pooling -> F.
 
-    Input: ``particles`` ``(B, in_channels, P)`` and ``mask`` ``(B, P)``; output ``(B, n_outputs)``.
-    F has ``head_layers - 1`` hidden layers of width ``hidden`` with dropout.
+    Input: ``particles`` ``(B, in_channels, P)``, ``mask`` ``(B, P)`` and, with ``global_features``
+    G > 0, ``globals`` ``(B, G)``; output ``(B, n_outputs)``. F has ``head_layers - 1`` hidden layers
+    of width ``hidden`` with dropout, on the pooled latent vector and the globals.
 
     In eager mode Phi runs on the real particles only, as rows ``(N_real, in_channels)``, and
     their latent vectors are pooled jet by jet (:func:`~hepnn.nets.blocks.pool_rows`): jets are
@@ -50,6 +53,7 @@ class ParticleFlowNetwork(nn.Module):
         pooling: str = "sum",
         activation: str = "relu",
         dense: bool = False,
+        global_features: int = 0,
     ):
         super().__init__()
         sizes = {"in_channels": in_channels, "n_outputs": n_outputs, "hidden": hidden, "latent": latent}
@@ -63,11 +67,26 @@ class ParticleFlowNetwork(nn.Module):
         self.phi = PerParticleNet(
             in_channels, [hidden] * (phi_layers - 1) + [latent], activation, dense=dense
         )
-        self.head = MLP(latent, [hidden] * (head_layers - 1), n_outputs, dropout, activation)
+        self.global_features = check.non_negative_int(global_features, "global_features")
+        self.head = MLP(
+            latent + self.global_features, [hidden] * (head_layers - 1), n_outputs, dropout, activation
+        )
 
-    def forward(self, particles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, particles: torch.Tensor, mask: torch.Tensor, globals: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if (globals is None) != (self.global_features == 0):
+            raise ValueError(
+                f"the net takes {self.global_features} global features per jet, but forward got "
+                f"{'none' if globals is None else tuple(globals.shape)}: model.inputs and "
+                "model.net.global_features must agree"
+            )
         if self.dense or is_exporting():
-            return self.head(masked_pool(self.phi.forward_dense(particles, mask), mask, self.pooling))
-        mask = mask.bool()
-        latent = self.phi.forward_rows(real_rows(particles, real_index(mask)))
-        return self.head(pool_rows(latent, mask.sum(dim=1), self.pooling))
+            pooled = masked_pool(self.phi.forward_dense(particles, mask), mask, self.pooling)
+        else:
+            mask = mask.bool()
+            latent = self.phi.forward_rows(real_rows(particles, real_index(mask)))
+            pooled = pool_rows(latent, mask.sum(dim=1), self.pooling)
+        if globals is not None:
+            pooled = torch.cat([pooled, globals.to(pooled.dtype)], dim=1)
+        return self.head(pooled)

@@ -37,7 +37,7 @@ from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy, Multicl
 from hepnn.errors import ConfigError
 from hepnn.metrics import classification as metrics
 from hepnn.metrics.baseline import HistogramLikelihoodRatio
-from hepnn.metrics.bootstrap import Estimate, classifier_figures
+from hepnn.metrics.bootstrap import Estimate, auc_difference, classifier_figures
 from hepnn.tasks.base import OBSERVER_PREFIX, Plot, TaskBase, provenance_and_observers, provenance_columns
 
 log = logging.getLogger(__name__)
@@ -239,6 +239,12 @@ class ClassificationTask(TaskBase):
                     if prefix:
                         figures[f"{prefix}{name}"] = estimate.value
                     figures[f"{prefix}{name}_error"] = estimate.error
+            if "baseline_score" in predictions:
+                difference = auc_difference(
+                    scores[""], scores["baseline_"], is_signal, n_resamples=BOOTSTRAP_RESAMPLES
+                )
+                figures["auc_minus_baseline"] = difference.value
+                figures["auc_minus_baseline_error"] = difference.error
         confusion = metrics.confusion_matrix(predictions["probabilities"], labels, len(self.classes))
         extras = {
             "test/confusion_matrix": {
@@ -293,6 +299,14 @@ class ClassificationTask(TaskBase):
                     f"AUC {auc}, 1/eps_B {rejection} at eps_S = {efficiency:g}",
                 )
             )
+            difference, error = (
+                summary.get("test/auc_minus_baseline"),
+                summary.get("test/auc_minus_baseline_error"),
+            )
+            if difference is not None and error is not None and math.isfinite(error) and error > 0:
+                estimate = Estimate(float(difference), float(error)).format()
+                text = f"{estimate} ({difference / error:+.1f} sigma)"
+                rows.append(("AUC minus the baseline's (paired bootstrap)", text))
         return rows
 
     def export_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
