@@ -217,7 +217,7 @@ def regression_figures_of_merit(
 def resolve_files(files: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
     """Sorted paths of a glob, a path or a list of them (the loader's rules,
     :func:`hepnn.data.source.resolve_files`); an error names the pattern that matches nothing."""
-    from hepnn.data.source import resolve_files as resolve
+    from hepnn.data import resolve_files as resolve
 
     patterns = [files] if isinstance(files, str | os.PathLike) else list(files)
     return [Path(p) for p in resolve([str(p) for p in patterns], key="DATA_FILES")]

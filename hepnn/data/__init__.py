@@ -29,7 +29,7 @@ from hepnn.data.expressions import ExpressionError
 from hepnn.data.preprocess import NONFINITE_COUNT, DataValueError
 from hepnn.data.remote import RemoteInputError
 from hepnn.data.source import DataInputError, InputFile, resolve_files
-from hepnn.data.spec import DataConfigError, DataSpec, InputGroup
+from hepnn.data.spec import DataConfigError, DataSpec, InputGroup, image_config
 
 __all__ = [
     "NONFINITE_COUNT",
@@ -43,14 +43,17 @@ __all__ = [
     "InputGroup",
     "RemoteInputError",
     "RootDataModule",
+    "image_config",
     "read_entry_columns",
     "resolve_files",
+    "whole_file_chunks",
 ]
 
 _LAZY = {
     "RootDataModule": "hepnn.data.datamodule",
     "BatchLoader": "hepnn.data.loading",
     "read_entry_columns": "hepnn.data.columns",
+    "whole_file_chunks": "hepnn.data.columns",
 }
 
 

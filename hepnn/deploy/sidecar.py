@@ -13,8 +13,7 @@ from pathlib import Path
 
 import torch
 
-from hepnn.data import DataSpec, InputGroup
-from hepnn.data.spec import image_config
+from hepnn.data import DataSpec, InputGroup, image_config
 from hepnn.deploy.graph import BATCH_AXIS, ExportedModel, length_axis
 
 SIDECAR_FORMAT = 1

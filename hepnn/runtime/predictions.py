@@ -10,8 +10,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 
-from hepnn.data import InputFile
-from hepnn.data.columns import read_entry_columns, whole_file_chunks
+from hepnn.data import InputFile, read_entry_columns, whole_file_chunks
 from hepnn.errors import ConfigError
 from hepnn.utils.rootio import write_parquet, write_tree
 

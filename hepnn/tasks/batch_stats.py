@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 
-from hepnn.data.preprocess import NONFINITE_COUNT
+from hepnn.data import NONFINITE_COUNT
 
 
 def log_replaced_values(module: L.LightningModule, batch: dict, stage: str) -> None:
