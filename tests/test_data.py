@@ -263,3 +263,14 @@ def test_reweighting_errors_name_the_key(jet_sample):
         DataValueError, match=r"data.reweight.vars.part_px has one value per element of a list"
     ):
         dm.setup()
+
+
+def test_baseline_errors_name_the_key(jet_sample):
+    with pytest.raises(InstantiationException, match=r"data.baseline must name one or two observers"):
+        make_datamodule(f"{jet_sample}/*.root", baseline="[jet_mass,jet_tau32,jet_tau21]")
+    dm = make_datamodule(f"{jet_sample}/*.root", baseline="[jet_mass,jet_tau54]")
+    with pytest.raises(
+        DataInputError, match=r"data.baseline \(jet_tau54\) needs a branch that tree 'tree' has no "
+    ):
+        dm.setup()
+    assert "jet_tau54" in make_datamodule(f"{jet_sample}/*.root", baseline="[jet_tau54]").spec.observers
