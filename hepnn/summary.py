@@ -45,7 +45,8 @@ def quiet_known_noise() -> None:
 
     The ``lightning`` package adds its own console handler and also propagates to the root
     logger, which Hydra has configured (console and the run's log file): every line would be
-    printed twice. hepnn's datasets compute their length per rank and worker exactly, so
+    printed twice; its ``pytorch`` and ``fabric`` packages, imported before Hydra configured
+    logging, keep their lines to their own handlers, and would be missing from the run's log file. hepnn's datasets compute their length per rank and worker exactly, so
     Lightning's warning that an iterable dataset's ``__len__`` may be inaccurate does not apply;
     Lightning's own use of a deprecated torch pytree API is not the user's concern. Resuming from
     a mid-epoch checkpoint (pre-emption) is exact: the training dataset skips the batches already
@@ -55,7 +56,12 @@ def quiet_known_noise() -> None:
     Lightning's hints to use ``srun`` and to install its cloud logger are dropped.
     """
     if logging.getLogger().hasHandlers():
-        logging.getLogger("lightning").handlers.clear()
+        # lightning.pytorch and lightning.fabric stop propagating when imported before logging was
+        # configured (Hydra configures it when the run starts)
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logger = logging.getLogger(name)
+            logger.handlers.clear()
+            logger.propagate = True
     for pattern in IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     for name in RANK_ZERO_LOGGERS:

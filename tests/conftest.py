@@ -136,8 +136,10 @@ def compose_train(*overrides: str):
 
 
 def make_datamodule(files, **overrides):
-    """A RootDataModule from the default data config, reading ``files``."""
+    """A RootDataModule of the toptag data config (particles), reading ``files``."""
     import hydra
 
-    cfg = compose_train(f"data.files={files}", *(f"data.{k}={v}" for k, v in overrides.items()))
+    cfg = compose_train(
+        "experiment=top_pfn", f"data.files={files}", *(f"data.{k}={v}" for k, v in overrides.items())
+    )
     return hydra.utils.instantiate(cfg.data, _convert_="all")

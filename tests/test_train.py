@@ -154,8 +154,11 @@ def test_fast_dev_run_from_the_command_line(jet_sample, tmp_path, monkeypatch):
         cwd=tmp_path,
     )
     assert "hepnn run summary" in result.stdout and "test AUC" in result.stdout
-    output = result.stdout + result.stderr + (tmp_path / "run" / "train.log").read_text()
+    log = (tmp_path / "run" / "train.log").read_text()
+    output = result.stdout + result.stderr + log
     assert "srun" not in output and "litlogger" not in output
+    # Lightning's own lines reach the run's log file, and the console once
+    assert "GPU available" in log and (result.stdout + result.stderr).count("GPU available") == 1
     assert (tmp_path / "run" / "config.yaml").is_file()
     assert (tmp_path / "run" / ".hydra" / "overrides.yaml").is_file()
     assert (tmp_path / "run" / "predictions" / "test.root").is_file()

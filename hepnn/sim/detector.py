@@ -68,7 +68,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hepnn.errors import ConfigError
+from hepnn.utils import validation as check
 
 KIND_CHARGED_HADRON = 0
 KIND_ELECTRON = 1
@@ -125,13 +125,7 @@ class DetectorConfig:
     @classmethod
     def from_dict(cls, values: dict | None) -> DetectorConfig:
         """Build from a (Hydra) mapping; ``ecal``/``hcal`` are mappings of CalorimeterLayer fields."""
-        values = dict(values or {})
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(
-                f"generate.detector: unknown key(s) {sorted(unknown)}; "
-                f"expected some of {sorted(cls.__dataclass_fields__)}"
-            )
+        values = dict(check.mapping(values or {}, "generate.detector", sorted(cls.__dataclass_fields__)))
         for layer in ("ecal", "hcal"):
             if layer in values and not isinstance(values[layer], CalorimeterLayer):
                 base = getattr(cls(), layer).__dict__ | dict(values[layer])

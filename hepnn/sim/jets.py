@@ -154,13 +154,7 @@ class JetSelection:
     @classmethod
     def from_dict(cls, values: Mapping[str, object] | None) -> JetSelection:
         """Build from the ``generate.jet`` mapping, naming the offending key on errors."""
-        values = dict(values or {})
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(
-                f"generate.jet: unknown key(s) {sorted(unknown)}; expected some of "
-                f"{sorted(cls.__dataclass_fields__)}"
-            )
+        values = dict(check.mapping(values or {}, "generate.jet", sorted(cls.__dataclass_fields__)))
         for key in ("radius", "pt_max"):
             if key in values:
                 check.require(
@@ -197,13 +191,7 @@ class PythiaSetup:
     @classmethod
     def from_dict(cls, values: Mapping[str, object] | None) -> PythiaSetup:
         """Build from the ``generate.pythia`` mapping, naming the offending key on errors."""
-        values = dict(values or {})
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(
-                f"generate.pythia: unknown key(s) {sorted(unknown)}; expected some of "
-                f"{sorted(cls.__dataclass_fields__)}"
-            )
+        values = dict(check.mapping(values or {}, "generate.pythia", sorted(cls.__dataclass_fields__)))
         if "mpi" in values:
             check.boolean(values["mpi"], "generate.pythia.mpi")
         if "extra_settings" in values:
