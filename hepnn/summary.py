@@ -46,9 +46,10 @@ def quiet_known_noise() -> None:
     The ``lightning`` package adds its own console handler and also propagates to the root
     logger, which Hydra has configured (console and the run's log file): every line would be
     printed twice; its ``pytorch`` and ``fabric`` packages, imported before Hydra configured
-    logging, keep their lines to their own handlers, and would be missing from the run's log file. hepnn's datasets compute their length per rank and worker exactly, so
-    Lightning's warning that an iterable dataset's ``__len__`` may be inaccurate does not apply;
-    Lightning's own use of a deprecated torch pytree API is not the user's concern. Resuming from
+    logging, keep their lines to their own handlers, and would be missing from the run's log file.
+    hepnn's datasets compute their length per rank and worker exactly, so Lightning's warning that
+    an iterable dataset's ``__len__`` may be inaccurate does not apply; Lightning's own use of a
+    deprecated torch pytree API is not the user's concern. Resuming from
     a mid-epoch checkpoint (pre-emption) is exact: the training dataset skips the batches already
     trained (:meth:`hepnn.data.RootDataModule.state_dict` records them), so Lightning's warning
     about loaders without ``state_dict`` does not apply. hepnn's Slurm jobs start their processes
