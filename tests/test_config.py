@@ -58,7 +58,7 @@ def test_user_overrides_apply():
     assert cfg.data.batch_size == 256 and cfg.data.seed == 7
     model = hydra.utils.instantiate(cfg.model, _convert_="all")
     assert model.net.phi.layers[0].out_channels == 64
-    assert model.net.phi.layers[0].in_channels == len(cfg.data.inputs.particles.features) == 7
+    assert model.net.phi.layers[0].in_channels == len(cfg.data.inputs.particles.features) == 15
 
 
 def test_unknown_key_is_refused_with_its_name():

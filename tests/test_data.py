@@ -24,7 +24,7 @@ def datamodule(jet_sample):
 def test_batch_shapes_padding_and_standardisation(datamodule, jet_sample):
     batch = next(iter(datamodule.test_dataloader()))
     n = len(batch["label"])
-    assert batch["particles"].shape == (n, 7, 128) and batch["particles"].dtype == torch.float32
+    assert batch["particles"].shape == (n, 15, 128) and batch["particles"].dtype == torch.float32
     assert batch["mask"].shape == (n, 128) and batch["mask"].dtype == torch.bool
     # the configured observers, and the baseline's (data.baseline: jet_mass x jet_tau32)
     assert set(batch["observers"]) == {
@@ -60,7 +60,8 @@ def test_batch_shapes_padding_and_standardisation(datamodule, jet_sample):
 def test_only_needed_branches_are_read(datamodule):
     branches = datamodule.spec.branches
     assert {"part_px", "part_py", "part_energy", "part_deta", "part_dphi", "jet_pt", "jet_energy"} <= branches
-    assert not {"part_pz", "part_charge", "part_pid", "label"} & branches
+    assert {"part_charge", "part_isPhoton", "label_QCD", "jet_tau32"} <= branches
+    assert not {"part_pz", "part_pid", "label", "jet_tau21", "cell_ecal_energy"} & branches
 
 
 @pytest.mark.parametrize(

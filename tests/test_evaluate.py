@@ -170,7 +170,7 @@ def _mismatched(source, path):
         (
             _mismatched,
             r"bad\.ckpt: the weights do not fit the network .*other shapes: "
-            r"net\.\S+ \(128, 7, 1\) in the checkpoint, \(16, 7, 1\) in the network",
+            r"net\.\S+ \(128, 15, 1\) in the checkpoint, \(16, 15, 1\) in the network",
         ),
     ],
 )

@@ -236,7 +236,8 @@ def test_sidecar_describes_inputs_standardisation_and_outputs(exported):
             "clip": [-5.0, 5.0],
         }
         assert sidecar["variables"]["part_pt"].startswith("np.sqrt(")
-        assert particles["features"][-1]["name"] == "part_dphi" and particles["features"][-1]["branch"]
+        assert particles["features"][-1]["name"] == "part_isMuon" and particles["features"][-1]["branch"]
+        assert particles["features"][6]["name"] == "part_dphi" and particles["features"][6]["unit"] == "rad"
         assert output == {**output, "name": "probabilities", "classes": ["QCD", "Tbqq"]}
         assert sidecar["task"] == "classification"
     if exported.name == "deepjet":
