@@ -291,7 +291,7 @@ def main() -> None:
         "--presets", default=None, help="families to train, in order (default: all there are)"
     )
     parser.add_argument("--max-epochs", type=int, default=20)
-    parser.add_argument("--patience", type=int, default=3, help="epochs without a better validation loss")
+    parser.add_argument("--patience", type=int, default=5, help="epochs without a better validation loss")
     parser.add_argument("--cache", default="memory", help="data.cache of the runs: memory, disk or null")
     parser.add_argument("--sample-dir", type=Path, default=None, help="default: data/results/<sample>")
     parser.add_argument("--runs-dir", type=Path, default=None, help="default: logs/results/<sample>")
