@@ -1,7 +1,7 @@
 """Results at scale: every tagger family and the physicist's baselines on one sample, one table.
 
     python benchmarks/results.py --sample toptag|qg|jets4 [--presets pfn,cnn] [--max-epochs 20]
-        [--patience 3] [--sample-dir data/results/<sample>] [--results-dir benchmarks/results/<sample>]
+        [--patience 5] [--sample-dir data/results/<sample>] [--results-dir benchmarks/results/<sample>]
 
 From nothing, this
 
