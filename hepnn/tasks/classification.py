@@ -305,7 +305,7 @@ class ClassificationTask(TaskBase):
             )
             if difference is not None and error is not None and math.isfinite(error) and error > 0:
                 estimate = Estimate(float(difference), float(error)).format()
-                text = f"{estimate} ({difference / error:+.1f} sigma)"
+                text = f"{'+' if difference > 0 else ''}{estimate} ({difference / error:+.1f} sigma)"
                 rows.append(("AUC minus the baseline's (paired bootstrap)", text))
         return rows
 
