@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from hepnn.nets.blocks import count_parameters
+from hepnn.tasks import finetuning
 from hepnn.tasks.batch_stats import log_replaced_values
 
 OBSERVER_PREFIX = "observer:"
@@ -103,8 +104,10 @@ class TaskBase(L.LightningModule):
 
     ``inputs`` names the batch entries passed to ``net.forward`` in order; ``optimizer`` and
     ``scheduler`` are partially applied constructors (Hydra ``_partial_``), the scheduler stepped
-    every ``scheduler_interval`` (``epoch`` or ``step``). Subclasses set :attr:`kind` and implement
-    the methods that raise ``NotImplementedError`` here.
+    every ``scheduler_interval`` (``epoch`` or ``step``). ``pretrained`` starts a fit from another
+    checkpoint's weights, with frozen modules and per-module learning rates
+    (:mod:`hepnn.tasks.finetuning`). Subclasses set :attr:`kind` and implement the methods that
+    raise ``NotImplementedError`` here.
     """
 
     kind: ClassVar[str] = "task"
@@ -117,6 +120,7 @@ class TaskBase(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         scheduler_interval: str = "epoch",
+        pretrained: Mapping | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
@@ -125,6 +129,11 @@ class TaskBase(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
+        self.pretrained = finetuning.PretrainedConfig.from_dict(pretrained)
+        finetuning.check_module_names(self, self.pretrained.modules, f"{finetuning.KEY}.modules")
+        finetuning.check_module_names(self, list(self.pretrained.lr_scale), f"{finetuning.KEY}.lr_scale")
+        self.frozen = finetuning.FrozenModules(self, self.pretrained)
+        self.pretrained_report: dict | None = None  # where the initial weights came from
         self._rows: list[dict[str, np.ndarray]] = []
         self.test_predictions: dict[str, np.ndarray] | None = None
         self.test_extras: dict = {}  # non-scalar test results for the run summary
@@ -139,7 +148,13 @@ class TaskBase(L.LightningModule):
         return self.net(*net_arguments(batch, self.inputs))
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.pretrained.lr_scale:
+            optimizer = self.optimizer_factory(
+                params=finetuning.parameter_groups(self, self.pretrained.lr_scale)
+            )
+            finetuning.scale_learning_rates(optimizer)
+        else:
+            optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
@@ -147,6 +162,36 @@ class TaskBase(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
         }
+
+    # ------------------------------------------------------------------------------------------------
+    # transfer learning: pretrained weights, frozen modules
+    # ------------------------------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        """Before a fit: load the pretrained weights (``model.pretrained.ckpt_path``). Never when
+        a checkpoint of this task is rebuilt for evaluation or export: its own weights are complete."""
+        if stage == "fit" and self.pretrained.ckpt_path and self.pretrained_report is None:
+            self.pretrained_report = finetuning.load_pretrained(self, self.pretrained).to_dict()
+
+    def on_train_epoch_start(self) -> None:
+        self.frozen.apply(self.current_epoch)
+        self.frozen.hold_batch_norm()
+
+    def train(self, mode: bool = True):
+        """Train mode, except for the batch norm of frozen modules, whose statistics stay."""
+        super().train(mode)
+        frozen = getattr(self, "frozen", None)  # None while the module is being built
+        if mode and frozen is not None and frozen.frozen_at(self.current_epoch):
+            frozen.hold_batch_norm()
+        return self
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.pretrained_report is not None:
+            checkpoint[finetuning.ORIGIN_KEY] = self.pretrained_report
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if checkpoint.get(finetuning.ORIGIN_KEY) is not None:
+            self.pretrained_report = checkpoint[finetuning.ORIGIN_KEY]
 
     # ------------------------------------------------------------------------------------------------
     # shared step pieces

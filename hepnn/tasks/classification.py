@@ -86,8 +86,9 @@ class ClassificationTask(TaskBase):
         signal_class: str | None = None,
         signal_efficiencies: Sequence[float] = (0.3, 0.5),
         baseline: Sequence[str] | None = None,
+        pretrained: Mapping | None = None,
     ):
-        super().__init__(net, inputs, optimizer, scheduler, scheduler_interval)
+        super().__init__(net, inputs, optimizer, scheduler, scheduler_interval, pretrained)
         self.classes = list(classes)
         if len(self.classes) < 2:
             raise ValueError(f"classification needs at least two classes, got {self.classes}")
@@ -114,6 +115,7 @@ class ClassificationTask(TaskBase):
     # ------------------------------------------------------------------------------------------------
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         self.fit_baseline()
 
     def on_test_start(self) -> None:
@@ -146,10 +148,12 @@ class ClassificationTask(TaskBase):
         )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
         if self.baseline is not None:
             checkpoint[BASELINE_KEY] = self.baseline.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
         entry = checkpoint.get(BASELINE_KEY)
         if entry is not None:
             self.baseline = HistogramLikelihoodRatio.from_dict(entry)

@@ -94,8 +94,9 @@ class RegressionTask(TaskBase):
         core_targets: Sequence[str] | None = None,
         containment: float = regression_metrics.CONTAINMENT,
         units: Mapping[str, str | None] | None = None,
+        pretrained: Mapping | None = None,
     ):
-        super().__init__(net, inputs, optimizer, scheduler, scheduler_interval)
+        super().__init__(net, inputs, optimizer, scheduler, scheduler_interval, pretrained)
         if isinstance(targets, str):
             raise ConfigError(f"model.targets must be a list of target names, got the string {targets!r}")
         self.targets = [str(t) for t in targets]
