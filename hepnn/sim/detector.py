@@ -139,12 +139,15 @@ class CalorimeterCells:
 
     ``counts[i]`` cells belong to event ``i``; ``eta`` and ``phi`` (rad, in [-pi, pi)) are the
     cell centre, ``energy`` the smeared cell energy in GeV (above the layer's threshold).
+    ``pileup_fraction`` is the fraction of the cell's deposited energy that came from pile-up
+    particles (0 without pile-up): the cell's pile-up energy is ``energy * pileup_fraction``.
     """
 
     eta: np.ndarray
     phi: np.ndarray
     energy: np.ndarray
     counts: np.ndarray
+    pileup_fraction: np.ndarray
 
 
 @dataclass
@@ -153,7 +156,10 @@ class DetectedObjects:
 
     ``counts[i]`` objects belong to event ``i``; momenta in GeV, ``kind`` one of ``KIND_*``.
     ``ecal`` and ``hcal`` hold what the calorimeters measured from all particles reaching them
-    (tracked ones included; see the module docstring).
+    (tracked ones included; see the module docstring). With pile-up, ``pileup_fraction`` is the
+    truth (1 for a track of a pile-up particle, the pile-up share of the energy of a cell) and
+    ``pileup_vertex`` marks the tracks the tracker assigns to a pile-up vertex (what
+    charged-hadron subtraction removes); both zero without pile-up.
     """
 
     px: np.ndarray
@@ -166,6 +172,8 @@ class DetectedObjects:
     counts: np.ndarray
     ecal: CalorimeterCells
     hcal: CalorimeterCells
+    pileup_fraction: np.ndarray
+    pileup_vertex: np.ndarray
 
 
 def pseudorapidity(px: np.ndarray, py: np.ndarray, pz: np.ndarray) -> np.ndarray:
@@ -195,6 +203,9 @@ def simulate(
     counts: np.ndarray,
     rng: np.random.Generator,
     cfg: DetectorConfig,
+    pileup: np.ndarray | None = None,
+    separable: np.ndarray | None = None,
+    vertex_efficiency: float = 0.0,
 ) -> DetectedObjects:
     """Detector response to the stable particles of a batch of events.
 
@@ -202,6 +213,12 @@ def simulate(
     energies in GeV, ``charge`` in units of e. Returns the particle-flow objects (tracks followed
     by ECAL then HCAL cells of untracked particles, grouped by event) and the cells measured by
     each calorimeter layer from all particles reaching it.
+
+    ``pileup`` marks the particles of pile-up collisions: their origin is followed into the
+    objects and cells. Each track of a pile-up particle whose vertex is ``separable`` from the
+    hard vertex (all, if not given) is assigned to that pile-up vertex with probability
+    ``vertex_efficiency``, drawn after everything else, so that a batch without pile-up gets
+    exactly the objects it gets without these arguments.
     """
     event = np.repeat(np.arange(len(counts)), counts)
     abs_id = np.abs(pdg_id)
@@ -217,32 +234,63 @@ def simulate(
     reaches_calo = visible & ~lost_low_pt & (abs_id != 13) & (np.abs(eta) < cfg.calo_abs_eta_max)
     electromagnetic = (abs_id == 22) | (abs_id == 11)
 
+    origin = np.zeros(len(pt)) if pileup is None else np.asarray(pileup, dtype=np.float64)
     tracks = _smear_tracks(px, py, pz, mass2, pt, charge, abs_id, tracked, rng, cfg)
     ecal, ecal_cells = _calorimeter_cells(
-        event, eta, phi, energy, reaches_calo & electromagnetic, tracked, len(counts), cfg.ecal, cfg, rng
+        event,
+        eta,
+        phi,
+        energy,
+        reaches_calo & electromagnetic,
+        tracked,
+        len(counts),
+        cfg.ecal,
+        cfg,
+        rng,
+        origin,
     )
     hcal, hcal_cells = _calorimeter_cells(
-        event, eta, phi, energy, reaches_calo & ~electromagnetic, tracked, len(counts), cfg.hcal, cfg, rng
+        event,
+        eta,
+        phi,
+        energy,
+        reaches_calo & ~electromagnetic,
+        tracked,
+        len(counts),
+        cfg.hcal,
+        cfg,
+        rng,
+        origin,
     )
+    track_vertex = np.zeros(int(tracked.sum()))
+    if pileup is not None:
+        apart = np.ones(len(pt), dtype=bool) if separable is None else np.asarray(separable, dtype=bool)
+        track_vertex = (
+            (origin[tracked] > 0) & apart[tracked] & (rng.random(int(tracked.sum())) < vertex_efficiency)
+        )
 
     parts = [
-        (event[tracked], *tracks),
+        (event[tracked], *tracks, origin[tracked], track_vertex.astype(np.float64)),
         (
-            *ecal,
+            *ecal[:5],
             np.zeros_like(ecal[1]),
             np.full_like(ecal[1], 22, dtype=np.int32),
             np.full_like(ecal[1], KIND_PHOTON, dtype=np.int8),
+            ecal[5],
+            np.zeros_like(ecal[1]),
         ),
         (
-            *hcal,
+            *hcal[:5],
             np.zeros_like(hcal[1]),
             np.full_like(hcal[1], 130, dtype=np.int32),
             np.full_like(hcal[1], KIND_NEUTRAL_HADRON, dtype=np.int8),
+            hcal[5],
+            np.zeros_like(hcal[1]),
         ),
     ]
     columns = [np.concatenate(c) for c in zip(*parts, strict=True)]
     order = np.argsort(columns[0], kind="stable")
-    ev, opx, opy, opz, oe, och, opid, okind = (c[order] for c in columns)
+    ev, opx, opy, opz, oe, och, opid, okind, ofraction, overtex = (c[order] for c in columns)
     return DetectedObjects(
         px=opx,
         py=opy,
@@ -254,6 +302,8 @@ def simulate(
         counts=np.bincount(ev, minlength=len(counts)),
         ecal=ecal_cells,
         hcal=hcal_cells,
+        pileup_fraction=ofraction,
+        pileup_vertex=overtex.astype(bool),
     )
 
 
@@ -275,14 +325,25 @@ def _smear_tracks(px, py, pz, mass2, pt, charge, abs_id, tracked, rng, cfg: Dete
 
 
 def _calorimeter_cells(
-    event, eta, phi, energy, deposits, tracked, n_events, layer: CalorimeterLayer, cfg: DetectorConfig, rng
+    event,
+    eta,
+    phi,
+    energy,
+    deposits,
+    tracked,
+    n_events,
+    layer: CalorimeterLayer,
+    cfg: DetectorConfig,
+    rng,
+    origin: np.ndarray,
 ):
     """Cells of one layer from the particles ``deposits`` that reach it.
 
     Returns the particle-flow cells (deposits of untracked particles only) as massless objects
-    ``(event, px, py, pz, energy)`` and the measured cells of all deposits as
+    ``(event, px, py, pz, energy, pile-up fraction)`` and the measured cells of all deposits as
     :class:`CalorimeterCells` (GeV, rad). Both are merged per cell, smeared and thresholded; a
-    cell's Gaussian fluctuation is drawn once and used in both.
+    cell's Gaussian fluctuation is drawn once and used in both. ``origin`` is 1 for pile-up
+    particles: a cell's pile-up fraction is the share of its deposited energy they brought.
     """
     n_eta = int(np.ceil(2 * cfg.calo_abs_eta_max / layer.cell_eta))
     n_phi = layer.n_phi
@@ -293,14 +354,17 @@ def _calorimeter_cells(
 
     cells, inverse = np.unique(key, return_inverse=True)
     fluctuation = rng.standard_normal(len(cells))
-    cell_energy = _smear(
-        np.bincount(inverse, weights=deposit_energy, minlength=len(cells)), fluctuation, layer
-    )
+    deposited = np.bincount(inverse, weights=deposit_energy, minlength=len(cells))
+    from_pileup = np.bincount(inverse, weights=deposit_energy * origin[deposits], minlength=len(cells))
+    cell_energy = _smear(deposited, fluctuation, layer)
 
     untracked = ~tracked[deposits]
     pf_cells, pf_inverse = np.unique(key[untracked], return_inverse=True)
-    pf_energy = np.bincount(pf_inverse, weights=deposit_energy[untracked], minlength=len(pf_cells))
-    pf_energy = _smear(pf_energy, fluctuation[np.searchsorted(cells, pf_cells)], layer)
+    pf_deposited = np.bincount(pf_inverse, weights=deposit_energy[untracked], minlength=len(pf_cells))
+    pf_from_pileup = np.bincount(
+        pf_inverse, weights=(deposit_energy * origin[deposits])[untracked], minlength=len(pf_cells)
+    )
+    pf_energy = _smear(pf_deposited, fluctuation[np.searchsorted(cells, pf_cells)], layer)
 
     keep = cell_energy > layer.threshold
     measured_event, measured_eta, measured_phi = _cell_centres(cells[keep], n_eta, n_phi, layer, cfg)
@@ -309,9 +373,11 @@ def _calorimeter_cells(
         phi=measured_phi,
         energy=cell_energy[keep],
         counts=np.bincount(measured_event, minlength=n_events),
+        pileup_fraction=_fraction(from_pileup[keep], deposited[keep]),
     )
 
     keep = pf_energy > layer.threshold
+    pf_fraction = _fraction(pf_from_pileup[keep], pf_deposited[keep])
     pf_energy = pf_energy[keep]
     pf_event, pf_eta, pf_phi = _cell_centres(pf_cells[keep], n_eta, n_phi, layer, cfg)
     pf_pt = pf_energy / np.cosh(pf_eta)
@@ -321,8 +387,14 @@ def _calorimeter_cells(
         pf_pt * np.sin(pf_phi),
         pf_pt * np.sinh(pf_eta),
         pf_energy,
+        pf_fraction,
     )
     return particle_flow, measured
+
+
+def _fraction(part: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """``part / total``, 0 where the total is 0 (GeV / GeV)."""
+    return np.divide(part, total, out=np.zeros(np.shape(part)), where=total > 0)
 
 
 def _smear(cell_energy: np.ndarray, fluctuation: np.ndarray, layer: CalorimeterLayer) -> np.ndarray:

@@ -266,6 +266,76 @@ def delta_phi(a, b):
     return (a - b + np.pi) % (2 * np.pi) - np.pi
 
 
+@dataclass
+class Reconstruction:
+    """A batch of events through the detector and anti-kT: the objects, and the inclusive jets
+    (``(events, jets)`` awkward arrays, GeV and rad) with their constituents' indices."""
+
+    det: detector.DetectedObjects
+    jets: ak.Array
+    constituent_index: ak.Array
+    pt: ak.Array
+    eta: ak.Array
+    phi: ak.Array
+
+
+def final_state(events: ak.Array, charges: ChargeTable) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The stable particles of a batch of Pythia events as flat arrays (``px, py, pz, e`` in GeV,
+    ``pid``, ``charge`` in e) and the particles per event."""
+    prt = events.prt
+    final = prt[prt.status > 0]
+    counts = ak.to_numpy(ak.num(final, axis=1))
+    flat = {k: ak.to_numpy(ak.flatten(getattr(final.p, k))) for k in ("px", "py", "pz", "e")}
+    flat["pid"] = ak.to_numpy(ak.flatten(final.id))
+    flat["charge"] = charges(flat["pid"])
+    return flat, counts
+
+
+def reconstruct(
+    flat: dict[str, np.ndarray],
+    counts: np.ndarray,
+    rng: np.random.Generator,
+    detector_cfg: detector.DetectorConfig,
+    selection: JetSelection,
+    **pileup,
+) -> Reconstruction:
+    """Detector response and anti-kT jets above half the selection's pT threshold; ``pileup``
+    (``pileup``, ``vertex_efficiency``) is passed to :func:`hepnn.sim.detector.simulate`."""
+    fastjet = fastjet_module()
+    det = detector.simulate(
+        flat["px"],
+        flat["py"],
+        flat["pz"],
+        flat["e"],
+        flat["pid"],
+        flat["charge"],
+        counts,
+        rng,
+        detector_cfg,
+        **pileup,
+    )
+    objects = ak.unflatten(ak.zip({"px": det.px, "py": det.py, "pz": det.pz, "E": det.energy}), det.counts)
+    sequence = fastjet.ClusterSequence(
+        objects, fastjet.JetDefinition(fastjet.antikt_algorithm, selection.radius)
+    )
+    jets = sequence.inclusive_jets(0.5 * selection.pt_min)
+    eta, phi = _eta_phi(jets.px, jets.py, jets.pz)
+    return Reconstruction(
+        det, jets, sequence.constituent_index(0.5 * selection.pt_min), np.hypot(jets.px, jets.py), eta, phi
+    )
+
+
+def kinematic_selection(reco: Reconstruction, selection: JetSelection) -> ak.Array:
+    """Indices ``(events, jets)`` of the leading jets that pass the pT, |eta| and |y| cuts."""
+    leading = ak.argsort(reco.pt, axis=1, ascending=False)[:, : selection.max_jets_per_event]
+    keep = (reco.pt[leading] > selection.pt_min) & (reco.pt[leading] < selection.pt_max)
+    if selection.abs_eta_max is not None:
+        keep = keep & (np.abs(reco.eta[leading]) < selection.abs_eta_max)
+    if selection.abs_rapidity_max is not None:
+        keep = keep & (np.abs(rapidity(reco.jets.E, reco.jets.pz)[leading]) < selection.abs_rapidity_max)
+    return leading[keep]
+
+
 def jets_from_events(
     events: ak.Array,
     process: Process,
@@ -273,50 +343,29 @@ def jets_from_events(
     rng: np.random.Generator,
     detector_cfg: detector.DetectorConfig,
     selection: JetSelection,
+    pileup=None,
 ) -> dict[str, np.ndarray | ak.Array]:
     """Selected jets of a batch of Pythia events (``Pythia.nextBatch`` output) as flat columns.
 
     Returns a mapping of column name to array with one entry per selected jet: jagged ``part_*``
     constituent columns sorted by decreasing pT and scalar ``jet_*`` / ``aux_parton_*`` columns.
-    Momenta and energies are in GeV.
+    Momenta and energies are in GeV. With ``pileup`` (a :class:`hepnn.sim.pileup.PileupSource`),
+    the jets are selected in the hard event alone and then reconstructed with pile-up overlaid
+    (see :func:`_with_pileup`).
     """
     if process.match not in MATCHES:
         raise ValueError(
             f"process {process.name!r}: unknown truth matching {process.match!r}; known: {MATCHES}"
         )
-    fastjet = fastjet_module()
     prt = events.prt
-    final = prt[prt.status > 0]
-    counts = ak.to_numpy(ak.num(final, axis=1))
-    mom = final.p
-    flat = {k: ak.to_numpy(ak.flatten(getattr(mom, k))) for k in ("px", "py", "pz", "e")}
-    ids = ak.to_numpy(ak.flatten(final.id))
-    det = detector.simulate(
-        flat["px"], flat["py"], flat["pz"], flat["e"], ids, charges(ids), counts, rng, detector_cfg
-    )
-
-    objects = ak.unflatten(ak.zip({"px": det.px, "py": det.py, "pz": det.pz, "E": det.energy}), det.counts)
-    sequence = fastjet.ClusterSequence(
-        objects, fastjet.JetDefinition(fastjet.antikt_algorithm, selection.radius)
-    )
-    jets = sequence.inclusive_jets(0.5 * selection.pt_min)
-    constituent_index = sequence.constituent_index(0.5 * selection.pt_min)
-
-    jet_px, jet_py, jet_pz = jets.px, jets.py, jets.pz
-    jet_pt = np.hypot(jet_px, jet_py)
-    jet_eta, jet_phi = _eta_phi(jet_px, jet_py, jet_pz)
-    leading = ak.argsort(jet_pt, axis=1, ascending=False)[:, : selection.max_jets_per_event]
-    keep = (jet_pt[leading] > selection.pt_min) & (jet_pt[leading] < selection.pt_max)
-    if selection.abs_eta_max is not None:
-        keep = keep & (np.abs(jet_eta[leading]) < selection.abs_eta_max)
-    if selection.abs_rapidity_max is not None:
-        keep = keep & (np.abs(rapidity(jets.E, jet_pz)[leading]) < selection.abs_rapidity_max)
-    chosen = leading[keep]
+    flat, counts = final_state(events, charges)
+    reco = reconstruct(flat, counts, rng, detector_cfg, selection)
+    chosen = kinematic_selection(reco, selection)
     hard = truth.HardParticles.from_pythia(prt)
     n_chosen = ak.to_numpy(ak.num(chosen, axis=1))
     jet_event = np.repeat(np.arange(len(counts)), n_chosen)
-    axis_eta = ak.to_numpy(ak.flatten(jet_eta[chosen]))
-    axis_phi = ak.to_numpy(ak.flatten(jet_phi[chosen]))
+    axis_eta = ak.to_numpy(ak.flatten(reco.eta[chosen]))
+    axis_phi = ak.to_numpy(ak.flatten(reco.phi[chosen]))
     matched = np.ones(len(jet_event), dtype=bool)
     if process.match in _DECAY_MATCHES:
         mother_ids, n_quarks = _DECAY_MATCHES[process.match]
@@ -330,10 +379,30 @@ def jets_from_events(
         matched &= np.isin(np.abs(parton["pid"]), _PARTON_MATCHES[process.match])
     chosen = chosen[ak.unflatten(matched, n_chosen)]
     jet_event, axis_eta, axis_phi = jet_event[matched], axis_eta[matched], axis_phi[matched]
+    aux = {f"aux_parton_{k}": v[matched] for k, v in parton.items()}
+    columns = jet_columns(reco, chosen, jet_event, axis_eta, axis_phi, selection)
+    if pileup is None:
+        return {**columns, **aux}
+    return _with_pileup(
+        flat, counts, columns, aux, jet_event, axis_eta, axis_phi, rng, detector_cfg, selection, pileup
+    )
 
+
+def jet_columns(
+    reco: Reconstruction,
+    chosen: ak.Array,
+    jet_event: np.ndarray,
+    axis_eta: np.ndarray,
+    axis_phi: np.ndarray,
+    selection: JetSelection,
+    with_pileup: bool = False,
+) -> dict[str, np.ndarray | ak.Array]:
+    """The columns of the jets ``chosen`` (``(events, jets)`` indices into ``reco.jets``; their
+    events and axes flat): constituents, jet kinematics, substructure and calorimeter cells, and
+    with ``with_pileup`` the pile-up truth of every constituent and cell."""
+    det = reco.det
     offsets = np.concatenate([[0], np.cumsum(det.counts)[:-1]])
-    per_event_index = constituent_index[chosen] + offsets  # (events, jets, constituents), global
-    n_jets_per_event = ak.num(per_event_index, axis=1)
+    per_event_index = reco.constituent_index[chosen] + offsets  # (events, jets, constituents), global
     jet_constituents = ak.flatten(per_event_index, axis=1)  # (jets, constituents)
     flat_index = ak.to_numpy(ak.flatten(jet_constituents))
     n_const = ak.to_numpy(ak.num(jet_constituents, axis=1))
@@ -350,15 +419,86 @@ def jets_from_events(
         "pid": per_jet(det.pid),
         "kind": per_jet(det.kind),
     }
+    if with_pileup:
+        part["pileup_fraction"] = per_jet(det.pileup_fraction)
+        part["pileup_vertex"] = per_jet(det.pileup_vertex)
     order = ak.argsort(np.hypot(part["px"], part["py"]), axis=1, ascending=False)
     part = {k: v[order] for k, v in part.items()}
 
     columns = _jet_columns(part)
     columns.update(substructure.observables(part, selection.radius))
     for name, cells in (("ecal", det.ecal), ("hcal", det.hcal)):
-        columns.update(_cell_columns(name, cells, jet_event, axis_eta, axis_phi, selection.radius))
-    columns.update({f"aux_parton_{k}": v[matched] for k, v in parton.items()})
-    assert len(columns["jet_pt"]) == int(ak.sum(n_jets_per_event))
+        columns.update(
+            _cell_columns(name, cells, jet_event, axis_eta, axis_phi, selection.radius, with_pileup)
+        )
+    if with_pileup:
+        f32 = np.float32
+        columns["part_is_pileup"] = ak.values_astype(part["pileup_fraction"] > 0.5, f32)
+        columns["part_pileup_fraction"] = ak.values_astype(part["pileup_fraction"], f32)
+        columns["part_pileup_vertex"] = ak.values_astype(part["pileup_vertex"], f32)
+    assert len(columns["jet_pt"]) == len(jet_event)
+    return columns
+
+
+# jet-level columns of the hard event alone copied beside the pile-up jet's (jet_nopu_<name>)
+NO_PILEUP_COLUMNS = ("pt", "eta", "phi", "energy", "mass", "nparticles", "tau21", "tau32")
+
+
+def _with_pileup(
+    flat, counts, hard_columns, aux, jet_event, axis_eta, axis_phi, rng, detector_cfg, selection, source
+) -> dict[str, np.ndarray | ak.Array]:
+    """The selected jets reconstructed with pile-up: the hard event's particles with the pile-up
+    particles near its selected jets (:func:`hepnn.sim.pileup.overlay`) through the detector and
+    anti-kT; each selected jet is matched to the nearest jet of the overlaid event within R/2
+    (jets without a match are dropped). Besides the pile-up jet's columns: ``jet_nopu_*`` (the
+    jet of the hard event alone), ``event_npu`` (pile-up collisions of the jet's event)."""
+    from hepnn.sim import pileup as pileup_module
+
+    pu = pileup_module.overlay(source.pool, source.config, rng, jet_event, axis_eta, axis_phi, len(counts))
+    hard_event = np.repeat(np.arange(len(counts)), counts)
+    event = np.concatenate([hard_event, pu["event"]])
+    order = np.argsort(event, kind="stable")
+    combined = {k: np.concatenate([flat[k], pu[k]])[order] for k in ("px", "py", "pz", "e", "pid", "charge")}
+    origin = np.concatenate([np.zeros(len(hard_event)), np.ones(len(pu["event"]))])[order]
+    separable = np.concatenate([np.zeros(len(hard_event), bool), pu["separable"]])[order]
+    reco = reconstruct(
+        combined,
+        np.bincount(event, minlength=len(counts)),
+        rng,
+        detector_cfg,
+        selection,
+        pileup=origin,
+        separable=separable,
+        vertex_efficiency=source.config.vertex_efficiency,
+    )
+    n_jets = ak.to_numpy(ak.num(reco.pt, axis=1))
+    pu_event = np.repeat(np.arange(len(counts)), n_jets)
+    pu_eta, pu_phi = ak.to_numpy(ak.flatten(reco.eta)), ak.to_numpy(ak.flatten(reco.phi))
+    local = np.arange(len(pu_event)) - np.repeat(np.cumsum(n_jets) - n_jets, n_jets)
+    pair_jet, pair_pu = truth.same_event_pairs(jet_event, pu_event, len(counts))
+    distance = np.hypot(axis_eta[pair_jet] - pu_eta[pair_pu], delta_phi(axis_phi[pair_jet], pu_phi[pair_pu]))
+    best = np.full(len(jet_event), -1)
+    nearest = np.full(len(jet_event), np.inf)
+    by_distance = np.lexsort((distance, pair_jet))
+    first = np.ones(len(by_distance), dtype=bool)
+    first[1:] = pair_jet[by_distance][1:] != pair_jet[by_distance][:-1]
+    best[pair_jet[by_distance][first]] = pair_pu[by_distance][first]
+    nearest[pair_jet[by_distance][first]] = distance[by_distance][first]
+    matched = nearest < 0.5 * selection.radius
+    chosen = ak.unflatten(local[best[matched]], np.bincount(jet_event[matched], minlength=len(counts)))
+    columns = jet_columns(
+        reco,
+        chosen,
+        jet_event[matched],
+        pu_eta[best[matched]],
+        pu_phi[best[matched]],
+        selection,
+        with_pileup=True,
+    )
+    for name in NO_PILEUP_COLUMNS:
+        columns[f"jet_nopu_{name}"] = np.asarray(hard_columns[f"jet_{name}"])[matched]
+    columns["event_npu"] = pu["n_collisions"][jet_event[matched]].astype(np.int32)
+    columns.update({k: v[matched] for k, v in aux.items()})
     return columns
 
 
@@ -375,12 +515,15 @@ def _cell_columns(
     jet_eta: np.ndarray,
     jet_phi: np.ndarray,
     radius: float,
+    with_pileup: bool = False,
 ) -> dict[str, ak.Array]:
     """Measured cells of one calorimeter layer within Delta R < ``radius`` of each jet axis.
 
     ``jet_event``, ``jet_eta``, ``jet_phi`` are flat over the selected jets (their event index and
     axis). Returns jagged float32 ``cell_<layer>_deta``, ``_dphi`` (rad, wrapped into [-pi, pi))
     and ``_energy`` (GeV) per jet, sorted by decreasing energy. A cell may belong to two jets.
+    With ``with_pileup``, ``_energy_hs`` and ``_energy_pu`` split each cell's energy into what the
+    hard scatter and the pile-up deposited (in proportion to the deposits; they sum to ``_energy``).
     """
     # every (jet, cell of the jet's event) pair, built with flat index arithmetic
     cell_start = np.concatenate([[0], np.cumsum(cells.counts)[:-1]])
@@ -400,11 +543,16 @@ def _cell_columns(
     def jagged(values):
         return ak.unflatten(values[order].astype(np.float32), n_cells)
 
-    return {
+    columns = {
         f"cell_{layer}_deta": jagged(deta),
         f"cell_{layer}_dphi": jagged(dphi),
         f"cell_{layer}_energy": jagged(energy),
     }
+    if with_pileup:
+        pileup = energy * cells.pileup_fraction[pair_cell[inside]]
+        columns[f"cell_{layer}_energy_pu"] = jagged(pileup)
+        columns[f"cell_{layer}_energy_hs"] = jagged(energy - pileup)
+    return columns
 
 
 def _jet_columns(part: dict[str, ak.Array]) -> dict[str, np.ndarray | ak.Array]:

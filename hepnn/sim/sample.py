@@ -16,7 +16,9 @@ files lack branches (or mean something else) and must be deleted or regenerated 
 Schema versions: 1 (no version recorded) particle-flow constituents ``part_*``, ``jet_*``,
 labels, ``aux_parton_*``; 2 adds the calorimeter cells of each jet, ``cell_ecal_*`` and
 ``cell_hcal_*`` (see :mod:`hepnn.sim.jets`); 3 adds the substructure observables ``jet_tau1``
-... ``jet_d2`` (:mod:`hepnn.sim.substructure`).
+... ``jet_d2`` (:mod:`hepnn.sim.substructure`). Samples with pile-up (``generate.pileup``,
+:mod:`hepnn.sim.pileup`) add the pile-up truth branches to version 3 and keep their
+minimum-bias pool, ``pileup_pool.root``, in the sample directory.
 
 Other kinds of sample (e.g. the air showers of :mod:`hepnn.sim.airshower`) reuse this
 production (shards, workers, progress, manifest, refusal of mismatching directories) by passing a
@@ -58,6 +60,8 @@ class SampleConfig:
     ``processes`` maps a process name of :data:`hepnn.sim.jets.PROCESSES` to
     ``{"n_jets": int, "label": class name}``; ``classes`` is the ordered class list (the integer
     ``label`` branch is the index in it, and there is one ``label_<class>`` branch per class).
+    ``pileup`` is the ``generate.pileup`` mapping of :class:`hepnn.sim.pileup.PileupConfig`
+    (None: no pile-up).
     """
 
     output_dir: str
@@ -70,6 +74,7 @@ class SampleConfig:
     jet: Mapping[str, object] | None = None
     pythia: Mapping[str, object] | None = None
     detector: Mapping[str, object] | None = None
+    pileup: Mapping[str, object] | None = None
 
     @classmethod
     def from_dict(cls, values: Mapping[str, object]) -> SampleConfig:
@@ -85,7 +90,12 @@ class SampleConfig:
             if values.get(key) in (None, "", {}, []):
                 raise ConfigError(f"generate.{key} must be set")
         values["classes"] = tuple(values["classes"])
-        values["processes"] = {name: dict(spec) for name, spec in dict(values["processes"]).items()}
+        # a process set to null (e.g. to leave out one of an inherited sample's processes) is dropped
+        values["processes"] = {
+            name: dict(spec) for name, spec in dict(values["processes"]).items() if spec is not None
+        }
+        if not values["processes"]:
+            raise ConfigError("generate.processes: every process is null; give at least one")
         cfg = cls(**values)
         cfg.validate()
         return cfg
@@ -110,6 +120,15 @@ class SampleConfig:
         check.positive_int(self.jets_per_file, "generate.jets_per_file")
         check.positive_int(self.events_per_batch, "generate.events_per_batch")
         check.integer(self.seed, "generate.seed")
+        self.pileup_config()
+
+    def pileup_config(self):
+        """The :class:`hepnn.sim.pileup.PileupConfig` of ``generate.pileup``, or None without pile-up."""
+        if self.pileup is None:
+            return None
+        from hepnn.sim.pileup import PileupConfig
+
+        return PileupConfig.from_dict(self.pileup)
 
     def n_workers(self) -> int:
         if self.workers == "auto":
@@ -127,6 +146,10 @@ class SampleConfig:
         d = asdict(self)
         for key in ("output_dir", "workers"):
             d.pop(key)
+        if self.pileup is None:
+            d.pop("pileup")  # samples without pile-up keep the manifests they always had
+        else:
+            d["pileup"] = self.pileup_config().to_dict()
         d["classes"] = list(self.classes)
         return json.loads(json.dumps(d))
 
@@ -214,12 +237,13 @@ def generate_shard(shard: Shard, cfg: SampleConfig, progress=None) -> ShardRepor
     pythia = jets.make_pythia(process, setup, shard.pythia_seed)
     charges = jets.ChargeTable(pythia.particleData)
     rng = np.random.default_rng(shard.detector_seed)
+    pileup = _pileup_source(cfg)
 
     batches, n_jets, n_events = [], 0, 0
     while n_jets < shard.n_jets:
         events = pythia.nextBatch(batch_size(cfg.events_per_batch, shard.n_jets - n_jets, n_jets, n_events))
         n_events += len(events)
-        columns = jets.jets_from_events(events, process, charges, rng, detector_cfg, selection)
+        columns = jets.jets_from_events(events, process, charges, rng, detector_cfg, selection, pileup)
         n_new = min(len(columns["jet_pt"]), shard.n_jets - n_jets)
         batches.append(columns)
         n_jets += len(columns["jet_pt"])
@@ -237,6 +261,32 @@ def generate_shard(shard: Shard, cfg: SampleConfig, progress=None) -> ShardRepor
         metadata={"hepnn_generator": json.dumps({"shard": asdict(shard), "config": cfg.manifest()})},
     )
     return ShardReport(shard.path, shard.n_jets, n_events, time.perf_counter() - start)
+
+
+def _pileup_source(cfg: SampleConfig):
+    """What :func:`hepnn.sim.jets.jets_from_events` overlays (None without ``generate.pileup``)."""
+    pileup_cfg = cfg.pileup_config()
+    if pileup_cfg is None:
+        return None
+    from hepnn.sim import pileup
+
+    path = Path(cfg.output_dir) / pileup.POOL_FILE
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: the sample's minimum-bias pool is missing (generate_sample makes it first)"
+        )
+    return pileup.PileupSource(pileup.load_pool(str(path)), pileup_cfg)
+
+
+def prepare_pileup_pool(cfg: SampleConfig) -> None:
+    """Generate the sample's minimum-bias pool before any shard needs it (with ``generate.pileup``)."""
+    pileup_cfg = cfg.pileup_config()
+    if pileup_cfg is not None:
+        from hepnn.sim import detector, pileup
+
+        det = detector.DetectorConfig.from_dict(cfg.detector)
+        acceptance = max(det.calo_abs_eta_max, det.tracker_abs_eta_max)
+        pileup.ensure_pool(cfg.output_dir, pileup_cfg, _pythia_setup(cfg).ecm, cfg.seed, acceptance)
 
 
 def batch_size(most: int, jets_missing: int, jets_so_far: int, events_so_far: int) -> int:
@@ -274,6 +324,7 @@ class SampleKind:
     which needs ``output_dir``, ``n_workers()``, ``manifest()`` and ``physics_dict()``).
     ``schema_version`` is recorded in the manifest; ``schema_note`` (what the newest version
     changed) is added to the message refusing another version; ``unit`` names an entry.
+    ``prepare(cfg)``, when given, runs once before the shards (e.g. what every shard reads).
     """
 
     name: str
@@ -282,6 +333,7 @@ class SampleKind:
     schema_version: int
     schema_note: str = ""
     unit: str = "jet"
+    prepare: Callable[[object], None] | None = None
 
 
 JETS = SampleKind(
@@ -290,6 +342,7 @@ JETS = SampleKind(
     generate=generate_shard,
     schema_version=SCHEMA_VERSION,
     schema_note="version 3 added the substructure branches jet_tau1 ... jet_d2",
+    prepare=prepare_pileup_pool,
 )
 
 
@@ -382,6 +435,8 @@ def generate_sample(
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     with atomic_path(Path(cfg.output_dir) / MANIFEST) as tmp:
         tmp.write_text(json.dumps(cfg.manifest(), indent=2, sort_keys=True))
+    if kind.prepare is not None:
+        kind.prepare(cfg)
 
     total = sum(s.n_items for s in missing)
     bar = tqdm(
