@@ -236,18 +236,27 @@ def overlay(
     collision_event = np.repeat(np.arange(n_events), n_collisions)
     separable = np.abs(pileup_z - hard_z[collision_event]) > cfg.vertex_resolution
 
-    # only the collisions of events with selected jets are expanded into particles
-    active = np.flatnonzero(np.bincount(jet_event, minlength=n_events)[collision_event] > 0)
+    # only the collisions of events with selected jets are expanded into particles, and the
+    # region cut is made in each pool event's own frame (the jets rotated and reflected into it)
+    jets_per_event = np.bincount(jet_event, minlength=n_events)
+    active = np.flatnonzero(jets_per_event[collision_event] > 0)
     counts = pool.counts[chosen[active]]
     collision = np.repeat(active, counts)
     index = np.arange(int(counts.sum())) + np.repeat(
         pool.start[chosen[active]] - (np.cumsum(counts) - counts), counts
     )
+    keep = _near_jets(
+        pool.eta[index],
+        pool.phi[index],
+        counts,
+        _jets_in_pool_frame(
+            jet_event, jet_eta, jet_phi, collision_event[active], reflect[active], rotation[active]
+        ),
+        cfg.region,
+    )
+    index, collision = index[keep], collision[keep]
     eta = pool.eta[index] * reflect[collision]
     phi = (pool.phi[index] + rotation[collision] + np.pi) % (2 * np.pi) - np.pi
-    event = collision_event[collision]
-    keep = _near_jets(eta, phi, event, jet_event, jet_eta, jet_phi, cfg.region)
-    index, collision, eta, phi = index[keep], collision[keep], eta[keep], phi[keep]
     pt = pool.pt[index]
     return {
         "px": pt * np.cos(phi),
@@ -256,26 +265,34 @@ def overlay(
         "e": pool.e[index],
         "pid": pool.pid[index],
         "charge": pool.charge[index],
-        "event": event[keep],
+        "event": collision_event[collision],
         "separable": separable[collision],
         "n_collisions": n_collisions,
     }
 
 
-def _near_jets(eta, phi, event, jet_event, jet_eta, jet_phi, radius) -> np.ndarray:
-    """Whether each particle (eta, phi in rad) lies within ``radius`` (Delta R) of a jet of its event."""
-    near = np.zeros(len(eta), dtype=bool)
-    if not len(jet_event):
-        return near
-    # jets per event are few: compare every particle with each of its event's jets in turn
+def _jets_in_pool_frame(jet_event, jet_eta, jet_phi, event, reflect, rotation) -> list[tuple]:
+    """For each collision (of hard event ``event``, drawn with ``reflect`` and ``rotation``), the
+    (eta, phi) of its event's k-th jet in the pool event's frame, one pair of arrays per k
+    (eta = inf where the event has fewer jets)."""
     order = np.argsort(jet_event, kind="stable")
     jet_event, jet_eta, jet_phi = jet_event[order], jet_eta[order], jet_phi[order]
     first = np.searchsorted(jet_event, event, side="left")
     last = np.searchsorted(jet_event, event, side="right")
+    jets = []
     for k in range(int((last - first).max(initial=0))):
-        has = first + k < last
         j = np.minimum(first + k, len(jet_event) - 1)
-        deta = eta - jet_eta[j]
-        dphi = (phi - jet_phi[j] + np.pi) % (2 * np.pi) - np.pi
-        near |= has & (deta * deta + dphi * dphi < radius * radius)
+        eta = np.where(first + k < last, jet_eta[j] * reflect, np.inf)
+        jets.append((eta, jet_phi[j] - rotation))
+    return jets
+
+
+def _near_jets(eta, phi, counts, jets, radius) -> np.ndarray:
+    """Whether each particle (eta, phi in rad; ``counts[c]`` consecutive particles per collision
+    ``c``) lies within ``radius`` (Delta R) of one of its collision's ``jets``."""
+    near = np.zeros(len(eta), dtype=bool)
+    for jet_eta, jet_phi in jets:
+        deta = eta - np.repeat(jet_eta, counts)
+        dphi = (phi - np.repeat(jet_phi, counts) + np.pi) % (2 * np.pi) - np.pi
+        near |= deta * deta + dphi * dphi < radius * radius
     return near
