@@ -209,6 +209,11 @@ def test_pile_up_truth_is_stored_and_physical(pileup_samples):
     vertex = ak.flatten(jets.part_pileup_vertex) > 0
     assert not np.any(vertex & (fraction < 1))
     assert np.sum(vertex) / np.sum(charged & (fraction == 1)) == pytest.approx(0.9 * 0.989, abs=0.05)
+    # the density around the jet accounts for most of the pile-up pT (area pi R^2)
+    assert np.mean(jets.jet_rho) > np.mean(jets.jet_rho_chs) > 0
+    added = np.mean(jets.jet_pt - jets.jet_nopu_pt)
+    assert abs(np.mean(jets.jet_pt - jets.jet_rho * np.pi * 0.8**2 - jets.jet_nopu_pt)) < 0.3 * added
+    assert np.all(jets.jet_softkiller_pt > 0)
     for layer in ("ecal", "hcal"):
         hs, pu = jets[f"cell_{layer}_energy_hs"], jets[f"cell_{layer}_energy_pu"]
         assert ak.all(
@@ -225,3 +230,84 @@ def test_qcd_pu_leaves_out_the_top_jets_and_samples_refuse_another_pile_up(tmp_p
         generate_sample(pileup_sample(pileup_samples[0], 1, "generate.pileup.mu=40"), progress_bar=False)
     with pytest.raises(ConfigError, match=r"every process is null"):
         compose_generate("qcd_pu", tmp_path, "generate.processes.qcd=null")
+
+
+def ring_of_objects(n_per_sector, pt, radius=0.8, region=1.6, jet_eta=0.0, seed=0):
+    """``n_per_sector`` massless objects of ``pt`` (GeV) in every sector of the ring around a jet
+    at (jet_eta, 0); returns the object columns."""
+    from hepnn.sim.pileup_density import SECTORS
+
+    rng = np.random.default_rng(seed)
+    angle = np.repeat((np.arange(SECTORS) + 0.5) / SECTORS * 2 * np.pi - np.pi, n_per_sector)
+    angle = angle + rng.uniform(-0.4, 0.4, len(angle)) * np.pi / SECTORS
+    r = rng.uniform(radius + 0.05, region - 0.05, len(angle))
+    n = len(angle)
+    return (
+        np.zeros(n, int),
+        jet_eta + r * np.cos(angle),
+        r * np.sin(angle),
+        np.full(n, float(pt)),
+        np.zeros(n),
+    )
+
+
+def estimates(objects, jet_eta=0.0, abs_eta_max=2.5):
+    from hepnn.sim.pileup_density import ring_estimates
+
+    event, eta, phi, pt, mass = objects
+    return ring_estimates(
+        event,
+        eta,
+        phi,
+        pt,
+        mass,
+        np.array([0]),
+        np.array([jet_eta]),
+        np.array([0.0]),
+        1,
+        0.8,
+        1.6,
+        abs_eta_max,
+    )
+
+
+def test_ring_estimates_measure_a_uniform_density_and_ignore_a_hard_sector():
+    from hepnn.sim.pileup_density import SECTORS
+
+    area = np.pi * (1.6**2 - 0.8**2) / SECTORS
+    objects = ring_of_objects(5, 2.0)
+    got = estimates(objects)
+    assert got["rho"][0] == pytest.approx(5 * 2.0 / area)
+    assert got["softkiller_pt"][0] == pytest.approx(2.0)
+    assert got["rho_m"][0] == pytest.approx(0.0)
+    # one hard object in one sector and particles inside the jet change nothing
+    event, eta, phi, pt, mass = objects
+    hard = (
+        np.append(event, [0, 0]),
+        np.append(eta, [1.2, 0.1]),
+        np.append(phi, [0.0, 0.1]),
+        np.append(pt, [300.0, 500.0]),
+        np.append(mass, [0, 0]),
+    )
+    assert estimates(hard)["rho"][0] == pytest.approx(got["rho"][0])
+    assert estimates(hard)["softkiller_pt"][0] == pytest.approx(2.0)
+    # the SoftKiller cut is the median of the sectors' hardest objects
+    stepped = [ring_of_objects(1, 0.0)[i] for i in range(5)]
+    stepped[3] = np.arange(1.0, SECTORS + 1)
+    assert estimates(tuple(stepped))["softkiller_pt"][0] == pytest.approx(12.5)
+    # massive objects: rho_m sums sqrt(pT^2 + m^2) - pT
+    event, eta, phi, pt, mass = ring_of_objects(5, 2.0)
+    assert estimates((event, eta, phi, pt, np.full(len(pt), 1.0)))["rho_m"][0] == pytest.approx(
+        5 * (np.sqrt(5.0) - 2.0) / area
+    )
+
+
+def test_ring_estimates_leave_out_sectors_beyond_the_acceptance_and_empty_jets():
+    # objects only where |eta| < 2.5 around a jet at eta = 2: the sectors beyond are not zeros
+    event, eta, phi, pt, mass = ring_of_objects(5, 2.0, jet_eta=2.0)
+    inside = np.abs(eta) < 2.5
+    near_edge = estimates((event[inside], eta[inside], phi[inside], pt[inside], mass[inside]), jet_eta=2.0)
+    central = estimates(ring_of_objects(5, 2.0))
+    assert near_edge["rho"][0] == pytest.approx(central["rho"][0], rel=0.01)
+    empty = estimates((np.zeros(0, int), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0)))
+    assert empty["rho"][0] == 0 and empty["softkiller_pt"][0] == 0

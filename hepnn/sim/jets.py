@@ -451,7 +451,8 @@ def _with_pileup(
     particles near its selected jets (:func:`hepnn.sim.pileup.overlay`) through the detector and
     anti-kT; each selected jet is matched to the nearest jet of the overlaid event within R/2
     (jets without a match are dropped). Besides the pile-up jet's columns: ``jet_nopu_*`` (the
-    jet of the hard event alone), ``event_npu`` (pile-up collisions of the jet's event)."""
+    jet of the hard event alone), ``event_npu`` (pile-up collisions of the jet's event) and the
+    pile-up densities around the jet (:func:`_density_columns`)."""
     from hepnn.sim import pileup as pileup_module
 
     pu = pileup_module.overlay(source.pool, source.config, rng, jet_event, axis_eta, axis_phi, len(counts))
@@ -495,10 +496,53 @@ def _with_pileup(
         selection,
         with_pileup=True,
     )
+    columns.update(
+        _density_columns(
+            reco.det,
+            jet_event[matched],
+            pu_eta[best[matched]],
+            pu_phi[best[matched]],
+            len(counts),
+            selection.radius,
+            source.config.region,
+            detector_cfg.tracker_abs_eta_max,
+        )
+    )
     for name in NO_PILEUP_COLUMNS:
         columns[f"jet_nopu_{name}"] = np.asarray(hard_columns[f"jet_{name}"])[matched]
     columns["event_npu"] = pu["n_collisions"][jet_event[matched]].astype(np.int32)
     columns.update({k: v[matched] for k, v in aux.items()})
+    return columns
+
+
+def _density_columns(
+    det: detector.DetectedObjects, jet_event, jet_eta, jet_phi, n_events, radius, region, abs_eta_max
+) -> dict[str, np.ndarray]:
+    """``jet_rho``, ``jet_rho_m``, ``jet_softkiller_pt`` and their ``_chs`` variants of each jet
+    (:mod:`hepnn.sim.pileup_density`) from the objects around it, float32."""
+    from hepnn.sim import pileup_density
+
+    event = np.repeat(np.arange(len(det.counts)), det.counts)
+    eta, phi = _eta_phi(det.px, det.py, det.pz)
+    pt = np.hypot(det.px, det.py)
+    mass = np.sqrt(np.maximum(det.energy**2 - pt**2 - det.pz**2, 0.0))
+    columns = {}
+    for suffix, keep in (("", slice(None)), ("_chs", ~det.pileup_vertex)):
+        estimates = pileup_density.ring_estimates(
+            event[keep],
+            eta[keep],
+            phi[keep],
+            pt[keep],
+            mass[keep],
+            jet_event,
+            jet_eta,
+            jet_phi,
+            n_events,
+            radius,
+            region,
+            abs_eta_max,
+        )
+        columns.update({f"jet_{k}{suffix}": v.astype(np.float32) for k, v in estimates.items()})
     return columns
 
 
