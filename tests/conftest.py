@@ -103,6 +103,23 @@ def jets4_sample(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def qcd_pu_sample(tmp_path_factory) -> Path:
+    """160 QCD jets with pile-up (mu = 30, a pool of 300 minimum-bias events) in files of 80 jets."""
+    out = tmp_path_factory.mktemp("qcd_pu")
+    config = compose_generate(
+        "qcd_pu",
+        out,
+        "generate.processes.qcd.n_jets=160",
+        "generate.jets_per_file=80",
+        "generate.pileup.mu=30",
+        "generate.pileup.pool_events=300",
+        "generate.workers=1",
+    )
+    generate_sample(config, progress_bar=False)
+    return out
+
+
 def run_module(module: str, *overrides: str, cwd: Path, timeout: int = 600, check: bool = True):
     """Run ``python -m <module> <overrides>`` as a user would; returns the CompletedProcess."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

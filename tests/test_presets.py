@@ -8,7 +8,14 @@ import pytest
 from tests.test_config import presets
 from tests.test_train import run_training
 
-SAMPLES = {"top": "jet_sample", "qg": "qg_sample", "jets4": "jets4_sample", "airshower": "airshower_sample"}
+SAMPLES = {
+    "top": "jet_sample",
+    "qg": "qg_sample",
+    "jets4": "jets4_sample",
+    "airshower": "airshower_sample",
+    "pileup": "qcd_pu_sample",
+}
+FILES = {"pileup": "qcd_*.root"}  # not the minimum-bias pool beside the jets
 REGRESSION_FIGURES = {  # figures of the air-shower presets, by the targets they train
     "airshower_3dconv": {
         "test/angular_resolution_deg",
@@ -25,17 +32,22 @@ REGRESSION_FIGURES = {  # figures of the air-shower presets, by the targets they
 
 @pytest.mark.parametrize("experiment", presets("experiment"))
 def test_every_preset_runs_a_fast_dev_run(experiment, request, tmp_path):
-    sample = request.getfixturevalue(SAMPLES[experiment.split("_")[0]])
+    kind = experiment.split("_")[0]
+    sample = request.getfixturevalue(SAMPLES[kind])
     summary = run_training(
         tmp_path,
         f"experiment={experiment}",
         "debug=fdr",
-        f"data.files={sample}/*.root",
+        f"data.files={sample}/{FILES.get(kind, '*.root')}",
         f"data.cache_dir={tmp_path}/cache",
         "data.batch_size=32",
         "data.eval_batch_size=64",
     )
     assert summary["parameters"] > 1000 and "test/loss" in summary
+    if kind == "pileup":
+        figures = {"test/corrected_pt_resolution", "test/uncorrected_mass_bias", "test/pixel_rmse"}
+        assert figures <= set(summary)
+        return
     if experiment.startswith("airshower"):
         assert REGRESSION_FIGURES[experiment] <= set(summary)
         assert ("test/angular_resolution_deg" in summary) == (

@@ -616,3 +616,37 @@ def predicted_vs_true(
         ax.set_ylabel(_with_unit(f"predicted {name}", unit))
         ax.legend(fontsize="x-small", loc="upper left")
     return fig
+
+
+def residual_histograms(
+    residuals: Mapping[str, np.ndarray],
+    name: str,
+    unit: str = "",
+    title: str = "",
+    bins: int = 60,
+    *,
+    style=DEFAULT_STYLE,
+) -> Figure:
+    """Histograms of ``corrected - true`` of ``name`` for several corrections (label -> array, all in
+    ``unit``) on common bins covering their central 98 %, each labelled with its median and 68 %
+    half-width: how far each correction moves the jets from the truth."""
+    arrays = {label: np.asarray(values, dtype=np.float64) for label, values in residuals.items()}
+    finite = np.concatenate([a[np.isfinite(a)] for a in arrays.values()]) if arrays else np.array([])
+    if finite.size == 0:
+        raise ValueError(f"{name}: no finite residuals to histogram")
+    low, high = np.quantile(finite, [0.01, 0.99])
+    edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
+    with plot_style(style):
+        fig = _figure(8.5, 6.5)
+        ax = fig.add_subplot()
+        for label, values in arrays.items():
+            values = values[np.isfinite(values)]
+            text = f"{label}: median {np.median(values):.1f}, 68 % half-width {half_width(values):.1f}"
+            ax.hist(values, bins=edges, histtype="step", linewidth=1.5, label=text)
+        ax.axvline(0.0, color="grey", linestyle="--")
+        ax.set_xlabel(_with_unit(f"corrected - true {name}", unit))
+        ax.set_ylabel("jets")
+        if title:
+            ax.set_title(title, fontsize="small")
+        ax.legend(fontsize="x-small")
+    return fig

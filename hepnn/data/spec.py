@@ -162,8 +162,10 @@ class DataSpec:
     integer expression giving the class index (``label_index``). Regression ``targets`` (with
     their ``target_units``) and per-entry ``weight`` are optional. ``observers`` are copied to the
     predictions; ``baseline`` names one or two of them whose likelihood ratio, filled on the
-    training split, is every classification run's cut-based baseline. ``nonfinite`` says what
-    NaN/inf input values do: ``error`` or ``replace`` (by ``nonfinite_value``, counted in every batch).
+    training split, is every classification run's cut-based baseline. ``image_targets`` names
+    image groups that are per-pixel targets (e.g. the hard-scatter part of a jet image), built
+    like inputs but read by the task's loss, not by the net. ``nonfinite`` says what NaN/inf input
+    values do: ``error`` or ``replace`` (by ``nonfinite_value``, counted in every batch).
     """
 
     tree: str
@@ -177,6 +179,7 @@ class DataSpec:
     weight: Expression | None = None
     observers: tuple[str, ...] = ()
     baseline: tuple[str, ...] = ()
+    image_targets: tuple[str, ...] = ()
     selection: Expression | None = None
     split: Split = field(default_factory=Split)
     standardize: AutoStandardization = field(default_factory=AutoStandardization)
@@ -294,6 +297,7 @@ class DataSpec:
             "weights": self.weight.text if self.weight else None,
             "observers": list(self.observers),
             "baseline": list(self.baseline),
+            "image_targets": list(self.image_targets),
             "selection": self.selection.text if self.selection else None,
             "split": dataclasses.asdict(self.split),
             "standardize": dataclasses.asdict(self.standardize),
@@ -319,9 +323,11 @@ class DataSpec:
             raise DataConfigError("data.inputs must define at least one input group (e.g. 'particles')")
         classes, labels, label_index = _labels(_mapping(cfg, "labels"))
         targets, target_units = _targets(_mapping(cfg, "targets"))
-        if not classes and not targets:
+        image_targets = _image_targets(cfg.get("image_targets"), inputs)
+        if not classes and not targets and not image_targets:
             raise DataConfigError(
-                "data.labels (classes) or data.targets (regression) must be given: there is nothing to learn"
+                "data.labels (classes), data.targets (regression) or data.image_targets (per-pixel) "
+                "must be given: there is nothing to learn"
             )
         weights = cfg.get("weights")
         selection = cfg.get("selection")
@@ -343,6 +349,7 @@ class DataSpec:
             weight=Expression(weights, "data.weights") if weights else None,
             observers=observers,
             baseline=baseline,
+            image_targets=image_targets,
             selection=Expression(selection, "data.selection") if selection else None,
             split=_split(cfg.get("split")),
             standardize=_standardize(cfg.get("standardize")),
@@ -351,6 +358,54 @@ class DataSpec:
             nonfinite=nonfinite,
             nonfinite_value=float(cfg.get("nonfinite_value") or 0.0),
         )
+
+
+def _image_targets(value, inputs: Sequence[InputGroup]) -> tuple[str, ...]:
+    """The image groups that are per-pixel targets. Input and target pixels must stay aligned, so
+    every image group then keeps the jet-axis frame: no centring, rotation, flips, normalisation or
+    random flips (each of them would move or rescale one group's pixels by its own content)."""
+    if not value:
+        return ()
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise DataConfigError(f"data.image_targets must list image input groups, got {value!r}")
+    images = {g.name: g.image for g in inputs if g.image is not None}
+    names = tuple(str(v) for v in value)
+    for name in names:
+        if name not in images:
+            raise DataConfigError(
+                f"data.image_targets names {name!r}, which is not an image group of data.inputs "
+                f"(image groups: {sorted(images)})"
+            )
+    if len(images) == len(names):
+        raise DataConfigError(
+            f"data.image_targets lists every image group {sorted(images)}: the net needs one to read"
+        )
+    grid = lambda image: (image.n_eta, image.n_phi, image.eta_range, image.phi_range)  # noqa: E731
+    reference = images[names[0]]
+    for name, image in images.items():
+        if grid(image) != grid(reference):
+            raise DataConfigError(
+                f"data.inputs.{name}.grid {grid(image)} differs from that of the image target "
+                f"{names[0]!r} {grid(reference)}: per-pixel targets need the inputs' pixels"
+            )
+        moved = [
+            key
+            for key, on in (
+                ("center", image.center != "none"),
+                ("rotate", image.rotate),
+                ("flip", image.flip),
+                ("normalize", image.normalize),
+                ("augment", image.augment_flip_eta or image.augment_flip_phi),
+            )
+            if on
+        ]
+        if moved:
+            raise DataConfigError(
+                f"data.inputs.{name}: with data.image_targets every image keeps the jet-axis frame and "
+                f"its units (preprocessing center: none, rotate, flip and normalize false, no augment), "
+                f"but it sets {moved}"
+            )
+    return names
 
 
 def _targets(cfg: Mapping) -> tuple[dict[str, Expression], dict[str, str]]:

@@ -71,8 +71,16 @@ def _same_lengths(arrays) -> bool:
 
 
 def _branch_types(columns: Mapping[str, np.ndarray | ak.Array]) -> dict[str, object]:
-    """uproot ``mktree`` branch types of :func:`_tree_columns` output."""
-    return {k: v.type.content if isinstance(v, ak.Array) else v.dtype for k, v in columns.items()}
+    """uproot ``mktree`` branch types of :func:`_tree_columns` output (a numpy column of more than one
+    axis is a fixed-size array branch, e.g. an image per entry)."""
+    return {
+        k: v.type.content
+        if isinstance(v, ak.Array)
+        else np.dtype((v.dtype, v.shape[1:]))
+        if v.ndim > 1
+        else v.dtype
+        for k, v in columns.items()
+    }
 
 
 def write_tree(
@@ -85,7 +93,7 @@ def write_tree(
     basket_entries: int = 100_000,
     compression: uproot.compression.Compression | None = None,
 ) -> Path:
-    """Write ``columns`` (equal-length flat or jagged arrays) as a TTree, atomically.
+    """Write ``columns`` (equal-length flat, fixed-shape or jagged arrays) as a TTree, atomically.
 
     Jagged columns named ``<prefix>_<field>`` become ``<prefix>_<field>`` branches with a shared
     counter ``n<prefix>`` (e.g. ``part_px`` with ``npart``), as in the JetClass files; see
