@@ -17,7 +17,8 @@ For every mu this
    (none, CHS, area subtraction, SoftKiller, each also after CHS);
 4. prints one Markdown table per mu: the bias and 68 % resolution (GeV) of the jets' pT and mass
    against the same jets without pile-up, with bootstrap errors (the same resamples for every row),
-   and for every learned row the paired difference of its resolutions to the best rule-based one.
+   and for every learned row the paired difference of its resolutions to the best rule-based one (the
+   one of the best mass resolution), and its per-particle AUC or per-pixel error.
 
 Each mu's figures are saved in ``<results-dir>/mu<mu>.json`` (small files to commit).
 """
@@ -51,6 +52,13 @@ RULE_LABELS = {
     "chs_softkiller": "CHS + SoftKiller",
 }
 TRUTH = ("jet_nopu_pt", "jet_nopu_mass")
+# what a perfect prediction would give: the prediction-file stem and the row's label
+LIMITS = (
+    ("truth_image", "truth image (a perfect per-pixel prediction)"),
+    ("truth_weights", "true hard-scatter shares (a perfect per-particle prediction)"),
+)
+# per-element or per-pixel figures of a learned row, from its run summary
+LEARNED_FIGURES = ("element_auc", "neutral_auc", "pixel_rmse")
 
 
 def generate_config(
@@ -170,13 +178,9 @@ def mu_result(mu: float, runs: dict[str, Path], seed: int = 0) -> dict:
         )
     best = min(
         (m for m in rules.METHODS if m != "none"),
-        key=lambda m: correction_figures(*corrected[m], true_pt, true_mass)["pt_resolution"],
+        key=lambda m: correction_figures(*corrected[m], true_pt, true_mass)["mass_resolution"],
     )
-    truth_row = {
-        "method": "truth image (perfect per-pixel prediction)",
-        "kind": "limit",
-        **estimates(reference["pt_truth_image"], reference["mass_truth_image"], true_pt, true_mass, seed),
-    }
+    limits = []
     for preset, run_dir in runs.items():
         run = read_run(run_dir)
         if entries_key(run) != key:
@@ -189,9 +193,14 @@ def mu_result(mu: float, runs: dict[str, Path], seed: int = 0) -> dict:
             "parameters": summary.get("parameters"),
             "epochs": summary.get("epochs"),
             "train_entries": summary.get("data/train_entries"),
+            **{k: summary[f"test/{k}"] for k in LEARNED_FIGURES if f"test/{k}" in summary},
         }
         rows.append(row)
-    rows.append(truth_row)
+        for stem, label in LIMITS:
+            if f"pt_{stem}" in run and label not in [r["method"] for r in limits]:
+                found = estimates(run[f"pt_{stem}"], run[f"mass_{stem}"], true_pt, true_mass, seed)
+                limits.append({"method": label, "kind": "limit", **found})
+    rows += limits
     return {
         "mu": mu,
         "test_jets": len(true_pt),
@@ -208,6 +217,14 @@ def estimates(pt, mass, true_pt, true_mass, seed: int) -> dict:
     return {name: [found[name].value, found[name].error] for name in FIGURES}
 
 
+def learned_text(row: dict) -> str:
+    if "element_auc" in row:
+        return f"{row['element_auc']:.4f} / {row['neutral_auc']:.4f}"
+    if "pixel_rmse" in row:
+        return f"{row['pixel_rmse']:.2f}"
+    return ""
+
+
 def table(result: dict) -> str:
     """The Markdown table of one mu."""
     best = RULE_LABELS[result["best_rule"]]
@@ -216,8 +233,8 @@ def table(result: dict) -> str:
         f"against the same jets without pile-up; bias = median, resolution = 68 % half-width, GeV",
         "",
         "| method | pT bias | pT resolution | mass bias | mass resolution "
-        f"| resolution - {best} (pT / mass) |",
-        "|---|---|---|---|---|---|",
+        f"| resolution - {best} (pT / mass) | per-particle AUC (all / neutral) or pixel RMSE [GeV] |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         cells = [f"{row[k][0]:.1f} ± {row[k][1]:.1f}" for k in FIGURES]
@@ -230,7 +247,7 @@ def table(result: dict) -> str:
             if difference
             else ""
         )
-        lines.append(f"| {row['method']} | {' | '.join(cells)} | {diff} |")
+        lines.append(f"| {row['method']} | {' | '.join(cells)} | {diff} | {learned_text(row)} |")
     return "\n".join(lines)
 
 
@@ -242,7 +259,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--pool-events", type=int, default=None, help="minimum-bias pool (default: the config's)"
     )
-    parser.add_argument("--presets", default="pileup_unet", help="learned presets, comma-separated")
+    parser.add_argument(
+        "--presets", default="pileup_unet,pileup_gru,pileup_pfn", help="learned presets, comma-separated"
+    )
     parser.add_argument("--max-epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument(

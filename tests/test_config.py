@@ -22,6 +22,10 @@ def test_every_experiment_composes_and_builds_its_model(experiment):
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     if hasattr(model, "classes"):
         assert list(model.classes) == list(datamodule.classes)
+    elif datamodule.spec.image_targets:  # per-pixel: the task's target is an image target
+        assert [model.target] == list(datamodule.spec.image_targets)
+    elif datamodule.spec.element_targets:  # per-element: the task's truth is an element target
+        assert [model.truth] == list(datamodule.spec.element_targets)
     else:  # regression: the net's outputs are the data config's targets, in order
         assert model.targets == list(datamodule.spec.targets) and model.net.n_outputs == len(model.targets)
     assert count_parameters(model.net) > 0
@@ -33,7 +37,10 @@ def test_every_group_option_composes(group, tmp_path):
         choice = f"{group}={option}" if group != "generate" else f"generate@data.generate={option}"
         # on the plain PFN preset: the default's net also reads the jet observables of toptag_globals
         extra = ["experiment=top_pfn"] if group in ("data", "model") else []
-        if group == "data" and option.endswith("_image"):
+        pileup = {"pileup_image": "unet_cleaning", "pileup_particles": "gru_labelling"}
+        if group == "data" and option in pileup:
+            extra += [f"model={pileup[option]}"]  # per-pixel and per-element targets
+        elif group == "data" and option.endswith("_image"):
             extra += ["model=cnn"]  # the PFN reads particles, which image configs drop
         if group == "data" and option.endswith("_hlf"):
             extra += ["model=hlf"]  # jet-level observables, not particles
@@ -43,6 +50,8 @@ def test_every_group_option_composes(group, tmp_path):
             extra += ["model=trace3d"]  # traces, not particles
         if group == "model" and option in ("cnn", "resnet"):
             extra += ["data=toptag_image"]
+        if group == "model" and option in ("unet_cleaning", "gru_labelling", "pfn_labelling"):
+            extra += ["data=pileup_image" if option == "unet_cleaning" else "data=pileup_particles"]
         if group == "model" and option == "trace3d":
             extra += ["data=airshower"]
         cfg = compose_train(choice, *extra, f"paths.output_dir={tmp_path}")

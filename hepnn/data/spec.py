@@ -180,6 +180,7 @@ class DataSpec:
     observers: tuple[str, ...] = ()
     baseline: tuple[str, ...] = ()
     image_targets: tuple[str, ...] = ()
+    element_targets: tuple[str, ...] = ()
     selection: Expression | None = None
     split: Split = field(default_factory=Split)
     standardize: AutoStandardization = field(default_factory=AutoStandardization)
@@ -298,6 +299,7 @@ class DataSpec:
             "observers": list(self.observers),
             "baseline": list(self.baseline),
             "image_targets": list(self.image_targets),
+            "element_targets": list(self.element_targets),
             "selection": self.selection.text if self.selection else None,
             "split": dataclasses.asdict(self.split),
             "standardize": dataclasses.asdict(self.standardize),
@@ -324,10 +326,11 @@ class DataSpec:
         classes, labels, label_index = _labels(_mapping(cfg, "labels"))
         targets, target_units = _targets(_mapping(cfg, "targets"))
         image_targets = _image_targets(cfg.get("image_targets"), inputs)
-        if not classes and not targets and not image_targets:
+        element_targets = _element_targets(cfg.get("element_targets"), inputs)
+        if not classes and not targets and not image_targets and not element_targets:
             raise DataConfigError(
-                "data.labels (classes), data.targets (regression) or data.image_targets (per-pixel) "
-                "must be given: there is nothing to learn"
+                "data.labels (classes), data.targets (regression), data.image_targets (per-pixel) or "
+                "data.element_targets (per-element) must be given: there is nothing to learn"
             )
         weights = cfg.get("weights")
         selection = cfg.get("selection")
@@ -350,6 +353,7 @@ class DataSpec:
             observers=observers,
             baseline=baseline,
             image_targets=image_targets,
+            element_targets=element_targets,
             selection=Expression(selection, "data.selection") if selection else None,
             split=_split(cfg.get("split")),
             standardize=_standardize(cfg.get("standardize")),
@@ -405,6 +409,46 @@ def _image_targets(value, inputs: Sequence[InputGroup]) -> tuple[str, ...]:
                 f"its units (preprocessing center: none, rotate, flip and normalize false, no augment), "
                 f"but it sets {moved}"
             )
+    return names
+
+
+def _element_targets(value, inputs: Sequence[InputGroup]) -> tuple[str, ...]:
+    """The jagged groups that are per-element targets. Each must list the elements of the jagged
+    inputs one for one (same length, order and empty-entry rule) and hold its values as they are
+    (center 0, scale 1, no clipping)."""
+    if not value:
+        return ()
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise DataConfigError(f"data.element_targets must list jagged input groups, got {value!r}")
+    names = tuple(str(v) for v in value)
+    jagged = {g.name: g for g in inputs if g.jagged}
+    for name in names:
+        if name not in jagged:
+            raise DataConfigError(
+                f"data.element_targets names {name!r}, which is not a jagged group of data.inputs "
+                f"(jagged groups: {sorted(jagged)})"
+            )
+    read = [g for g in jagged.values() if g.name not in names]
+    if not read:
+        raise DataConfigError(
+            f"data.element_targets lists every jagged group {sorted(jagged)}: the net needs one to read"
+        )
+    for name in names:
+        target = jagged[name]
+        scaled = [f.name for f in target.features if f.center != 0.0 or f.scale != 1.0 or f.clip]
+        if scaled:
+            raise DataConfigError(
+                f"data.inputs.{name}: a per-element target holds its values as they are (center 0, "
+                f"scale 1, no clip), but {scaled} are standardised or clipped"
+            )
+        for group in read:
+            ours = (target.length, target.order, target.on_empty)
+            theirs = (group.length, group.order, group.on_empty)
+            if ours != theirs:
+                raise DataConfigError(
+                    f"data.inputs.{name} (length, order, on_empty) {ours} differs from data.inputs."
+                    f"{group.name} {theirs}: per-element targets must list the same elements"
+                )
     return names
 
 

@@ -85,6 +85,11 @@ class JetSequenceRNN(nn.Module):
     the last layer's outputs at the end of the sequence (forward direction: after the last
     real element; backward direction: after the first). A collection with no element gives
     the head applied to zeros.
+
+    With ``per_element`` (many-to-many, ``return_sequences``) the head is applied to every
+    element's output instead, both directions at that element concatenated (the forward one has
+    read the elements up to it, the backward one those from it to the end), and the output is
+    ``(B, n_outputs, P)`` at the elements' own positions, zero at the padded ones.
     """
 
     def __init__(
@@ -101,9 +106,11 @@ class JetSequenceRNN(nn.Module):
         head_dropout: float = 0.0,
         activation: str = "relu",
         dense_front_end: bool = False,
+        per_element: bool = False,
     ):
         super().__init__()
         check.choice(cell, "cell", sorted(CELLS))
+        self.per_element = check.boolean(per_element, "per_element")
         sizes = {"in_channels": in_channels, "n_outputs": n_outputs, "hidden": hidden, "layers": layers}
         for key, value in sizes.items():
             check.positive_int(value, key)
@@ -132,6 +139,7 @@ class JetSequenceRNN(nn.Module):
 
     def forward(self, particles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         mask = mask.bool()
+        original_mask = mask
         x, n = left_align(particles, mask)
         if not is_exporting():
             # eager speed-up only: positions at or after the longest real sequence are padding
@@ -156,10 +164,21 @@ class JetSequenceRNN(nn.Module):
             if i > 0:
                 reversed_sequence = reverse_real(state, n)
             backward_out, _ = self.backward_layers[i](reversed_sequence)
-            if i == len(self.forward_layers) - 1:
+            if i == len(self.forward_layers) - 1 and not self.per_element:
                 state = torch.cat([forward_out, backward_out], dim=2)  # both read at n - 1 below
             else:
                 state = torch.cat([forward_out, reverse_real(backward_out, n)], dim=2)
+        if self.per_element:
+            return self._at_elements(self.head(state), original_mask)
         final = state.gather(1, last.expand(-1, 1, state.shape[2])).squeeze(1)
         final = torch.where(n.unsqueeze(1) > 0, final, torch.zeros_like(final))
         return self.head(final)
+
+    @staticmethod
+    def _at_elements(aligned: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per-position outputs ``(B, L, K)`` of the left-aligned sequence back at the elements'
+        own positions: ``(B, K, P)``, zero where ``mask`` ``(B, P)`` is False."""
+        real = mask.long()
+        position = (real.cumsum(dim=1) - 1).clamp(min=0, max=aligned.shape[1] - 1)  # aligned index
+        values = aligned.gather(1, position.unsqueeze(2).expand(-1, -1, aligned.shape[2]))
+        return torch.where(mask.unsqueeze(2), values, torch.zeros_like(values)).transpose(1, 2)
