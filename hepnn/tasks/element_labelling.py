@@ -39,7 +39,7 @@ from torch import nn
 
 from hepnn.errors import ConfigError
 from hepnn.metrics.classification import roc_auc
-from hepnn.pileup.figures import correction_figures
+from hepnn.tasks import corrected_jets
 from hepnn.tasks.base import Plot, TaskBase, finite_figures, provenance_and_observers, provenance_columns
 
 MOMENTUM = 4  # px, py, pz, E
@@ -239,12 +239,7 @@ class ElementLabellingTask(TaskBase):
         if missing:
             raise ConfigError(f"model.truth_observers names {missing}, which data.observers does not list")
         true_pt, true_mass = predictions[keys[0]], predictions[keys[1]]
-        figures = {}
-        for name, _ in JETS:
-            jet = correction_figures(
-                predictions[f"pt_{name}"], predictions[f"mass_{name}"], true_pt, true_mass
-            )
-            figures.update({f"{name}_{k}": v for k, v in jet.items()})
+        figures = corrected_jets.jet_figures(predictions, JETS, true_pt, true_mass)
         score = ak.to_numpy(ak.flatten(predictions["element_score"]))
         label = ak.to_numpy(ak.flatten(predictions["element_label"])) > 0.5
         neutral = ak.to_numpy(ak.flatten(predictions["element_neutral"]))
@@ -257,11 +252,7 @@ class ElementLabellingTask(TaskBase):
     # ------------------------------------------------------------------------------------------------
 
     def prediction_columns(self, predictions: Mapping) -> dict:
-        columns = {
-            f"{q}_{name}": np.asarray(predictions[f"{q}_{name}"], dtype=np.float32)
-            for name, _ in JETS
-            for q in ("pt", "mass")
-        }
+        columns = corrected_jets.jet_columns(predictions, JETS)
         if self.write_elements:
             columns["element_pileup_score"] = ak.values_astype(predictions["element_score"], np.float32)
             columns["element_is_pileup"] = ak.values_astype(predictions["element_label"], np.float32)
@@ -274,17 +265,7 @@ class ElementLabellingTask(TaskBase):
         rows = [
             ("per-particle pile-up AUC (all / neutral)", _pair(summary, "element_auc", "neutral_auc")),
         ]
-        for name, label in JETS:
-            for quantity in ("pt", "mass"):
-                resolution = summary.get(f"test/{name}_{quantity}_resolution")
-                if resolution is not None:
-                    bias = summary.get(f"test/{name}_{quantity}_bias")
-                    rows.append(
-                        (
-                            f"{label}: jet {quantity} resolution / bias vs no-pile-up jet [GeV]",
-                            (resolution, bias),
-                        )
-                    )
+        rows += corrected_jets.jet_summary_rows(summary, JETS, "no-pile-up jet")
         return rows
 
     def export_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
@@ -308,34 +289,12 @@ class ElementLabellingTask(TaskBase):
         if "truth_observers" not in metadata:
             raise ValueError(f"{path} has no 'truth_observers' string beside the predictions tree")
         truth_observers = json.loads(metadata["truth_observers"])
-        names = [f"{q}_{name}" for name, _ in JETS for q in ("pt", "mass")]
-        values = arrays([*names, *truth_observers.values()])
-        return {
-            "kind": cls.kind,
-            "task": cls,
-            "truth_observers": truth_observers,
-            "pt": {name: values[f"pt_{name}"] for name, _ in JETS},
-            "mass": {name: values[f"mass_{name}"] for name, _ in JETS},
-            "truth": {q: values[o] for q, o in truth_observers.items()},
-        }
+        jets = corrected_jets.read_jets(arrays, JETS, truth_observers)
+        return {"kind": cls.kind, "task": cls, "truth_observers": truth_observers, **jets}
 
     @classmethod
     def plots(cls, predictions: Mapping, summary: Mapping, label: str) -> list[Plot]:
-        from hepnn.analysis import plotting
-
-        plots: list[Plot] = []
-        for quantity in ("pt", "mass"):
-            residuals = {
-                jet_label: predictions[quantity][name] - predictions["truth"][quantity]
-                for name, jet_label in JETS
-            }
-            plots.append(
-                (
-                    f"jet_{quantity}_residuals",
-                    lambda r=residuals, q=quantity: plotting.residual_histograms(r, f"jet {q}", "GeV", label),
-                )
-            )
-        return plots
+        return corrected_jets.residual_plots(predictions, JETS, predictions["truth"], label)
 
 
 def _auc(score: np.ndarray, label: np.ndarray) -> float:

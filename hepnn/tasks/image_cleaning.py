@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hepnn.errors import ConfigError
-from hepnn.pileup.figures import correction_figures
 from hepnn.pileup.image_jets import image_jet
+from hepnn.tasks import corrected_jets
 from hepnn.tasks.base import Plot, TaskBase, finite_figures, provenance_and_observers, provenance_columns
 
 LOSSES = ("log_mse", "mse")
@@ -230,12 +230,7 @@ class ImageCleaningTask(TaskBase):
 
     def test_figures(self, predictions: Mapping[str, np.ndarray]) -> tuple[dict[str, float], dict]:
         true_pt, true_mass = self.truth(predictions)
-        figures = {}
-        for name, _ in JETS:
-            jet = correction_figures(
-                predictions[f"pt_{name}"], predictions[f"mass_{name}"], true_pt, true_mass
-            )
-            figures.update({f"{name}_{k}": v for k, v in jet.items()})
+        figures = corrected_jets.jet_figures(predictions, JETS, true_pt, true_mass)
         squared, pixels = predictions["pixel_squared_error"], predictions["pixels"]
         figures["pixel_rmse"] = float(np.sqrt(squared.sum() / max(pixels.sum(), 1)))
         return figures, {}
@@ -245,11 +240,7 @@ class ImageCleaningTask(TaskBase):
     # ------------------------------------------------------------------------------------------------
 
     def prediction_columns(self, predictions: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        columns = {
-            f"{q}_{name}": predictions[f"{q}_{name}"].astype(np.float32)
-            for name, _ in JETS
-            for q in ("pt", "mass")
-        }
+        columns = corrected_jets.jet_columns(predictions, JETS)
         if self.write_images:
             columns["image_predicted"] = predictions["image_predicted"]
             columns["image_target"] = predictions["image_target"]
@@ -264,15 +255,7 @@ class ImageCleaningTask(TaskBase):
 
     def summary_rows(self, summary: Mapping[str, object]) -> list[tuple[str, object]]:
         against = "no-pile-up jet" if self.truth_observers else "truth image"
-        rows = []
-        for name, label in JETS:
-            for quantity in ("pt", "mass"):
-                resolution = summary.get(f"test/{name}_{quantity}_resolution")
-                bias = summary.get(f"test/{name}_{quantity}_bias")
-                if resolution is not None:
-                    rows.append(
-                        (f"{label}: jet {quantity} resolution / bias vs {against} [GeV]", (resolution, bias))
-                    )
+        rows = corrected_jets.jet_summary_rows(summary, JETS, against)
         rows.append(("neutral pT per pixel, RMS error [GeV]", summary.get("test/pixel_rmse")))
         return rows
 
@@ -306,33 +289,13 @@ class ImageCleaningTask(TaskBase):
         if "grid" not in metadata:
             raise ValueError(f"{path} has no 'grid' string beside the predictions tree")
         truth_observers = json.loads(metadata.get("truth_observers") or "{}")
-        names = [f"{q}_{name}" for name, _ in JETS for q in ("pt", "mass")]
-        values = arrays([*names, *truth_observers.values()])
-        return {
-            "kind": cls.kind,
-            "task": cls,
-            "truth_observers": truth_observers,
-            "pt": {name: values[f"pt_{name}"] for name, _ in JETS},
-            "mass": {name: values[f"mass_{name}"] for name, _ in JETS},
-            "truth": {q: values[o] for q, o in truth_observers.items()} or None,
-        }
+        jets = corrected_jets.read_jets(arrays, JETS, truth_observers)
+        return {"kind": cls.kind, "task": cls, "truth_observers": truth_observers, **jets}
 
     @classmethod
     def plots(cls, predictions: Mapping, summary: Mapping, label: str) -> list[Plot]:
-        from hepnn.analysis import plotting
-
-        truth = predictions["truth"] or {q: predictions[q]["truth_image"] for q in ("pt", "mass")}
-        plots: list[Plot] = []
-        for quantity in ("pt", "mass"):
-            residuals = {
-                jet_label: predictions[quantity][name] - truth[quantity]
-                for name, jet_label in JETS
-                if predictions["truth"] or name != "truth_image"
-            }
-            plots.append(
-                (
-                    f"jet_{quantity}_residuals",
-                    lambda r=residuals, q=quantity: plotting.residual_histograms(r, f"jet {q}", "GeV", label),
-                )
-            )
-        return plots
+        if predictions["truth"]:
+            return corrected_jets.residual_plots(predictions, JETS, predictions["truth"], label)
+        # without the jets without pile-up, the truth image is the truth
+        truth = {q: predictions[q]["truth_image"] for q in corrected_jets.QUANTITIES}
+        return corrected_jets.residual_plots(predictions, JETS[:2], truth, label)
