@@ -160,3 +160,15 @@ def make_datamodule(files, **overrides):
         "experiment=top_pfn", f"data.files={files}", *(f"data.{k}={v}" for k, v in overrides.items())
     )
     return hydra.utils.instantiate(cfg.data, _convert_="all")
+
+
+@pytest.fixture(scope="session")
+def events_sample(tmp_path_factory) -> Path:
+    """40 events of each process of the ``generate=events_calo`` configuration in files of 20."""
+    from hepnn.sim.events import generate_events
+
+    out = tmp_path_factory.mktemp("events_calo")
+    n_events = [f"generate.processes.{p}.n_events=40" for p in ("qcd", "ttbar", "wprime_wz")]
+    cfg = compose_generate("events_calo", out, *n_events, "generate.events_per_file=20", "generate.workers=2")
+    generate_events(cfg, progress_bar=False)
+    return out
