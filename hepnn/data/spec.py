@@ -181,6 +181,7 @@ class DataSpec:
     baseline: tuple[str, ...] = ()
     image_targets: tuple[str, ...] = ()
     element_targets: tuple[str, ...] = ()
+    object_targets: tuple[str, ...] = ()
     selection: Expression | None = None
     split: Split = field(default_factory=Split)
     standardize: AutoStandardization = field(default_factory=AutoStandardization)
@@ -300,6 +301,7 @@ class DataSpec:
             "baseline": list(self.baseline),
             "image_targets": list(self.image_targets),
             "element_targets": list(self.element_targets),
+            "object_targets": list(self.object_targets),
             "selection": self.selection.text if self.selection else None,
             "split": dataclasses.asdict(self.split),
             "standardize": dataclasses.asdict(self.standardize),
@@ -327,10 +329,12 @@ class DataSpec:
         targets, target_units = _targets(_mapping(cfg, "targets"))
         image_targets = _image_targets(cfg.get("image_targets"), inputs)
         element_targets = _element_targets(cfg.get("element_targets"), inputs)
-        if not classes and not targets and not image_targets and not element_targets:
+        object_targets = _object_targets(cfg.get("object_targets"), inputs, element_targets)
+        if not (classes or targets or image_targets or element_targets or object_targets):
             raise DataConfigError(
-                "data.labels (classes), data.targets (regression), data.image_targets (per-pixel) or "
-                "data.element_targets (per-element) must be given: there is nothing to learn"
+                "data.labels (classes), data.targets (regression), data.image_targets (per-pixel), "
+                "data.element_targets (per-element) or data.object_targets (objects to find) must be "
+                "given: there is nothing to learn"
             )
         weights = cfg.get("weights")
         selection = cfg.get("selection")
@@ -354,6 +358,7 @@ class DataSpec:
             baseline=baseline,
             image_targets=image_targets,
             element_targets=element_targets,
+            object_targets=object_targets,
             selection=Expression(selection, "data.selection") if selection else None,
             split=_split(cfg.get("split")),
             standardize=_standardize(cfg.get("standardize")),
@@ -449,6 +454,38 @@ def _element_targets(value, inputs: Sequence[InputGroup]) -> tuple[str, ...]:
                     f"data.inputs.{name} (length, order, on_empty) {ours} differs from data.inputs."
                     f"{group.name} {theirs}: per-element targets must list the same elements"
                 )
+    return names
+
+
+def _object_targets(value, inputs: Sequence[InputGroup], element_targets: Sequence[str]) -> tuple[str, ...]:
+    """The jagged groups that list the objects an entry holds (e.g. the jets of an event for a
+    detector): targets with their values as they are (center 0, scale 1, no clipping), whose lists
+    need not match any input's."""
+    if not value:
+        return ()
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise DataConfigError(f"data.object_targets must list jagged input groups, got {value!r}")
+    names = tuple(str(v) for v in value)
+    jagged = {g.name: g for g in inputs if g.jagged}
+    for name in names:
+        if name not in jagged:
+            raise DataConfigError(
+                f"data.object_targets names {name!r}, which is not a jagged group of data.inputs "
+                f"(jagged groups: {sorted(jagged)})"
+            )
+        if name in element_targets:
+            raise DataConfigError(f"data.object_targets and data.element_targets both name {name!r}")
+        scaled = [f.name for f in jagged[name].features if f.center != 0.0 or f.scale != 1.0 or f.clip]
+        if scaled:
+            raise DataConfigError(
+                f"data.inputs.{name}: an object target holds its values as they are (center 0, "
+                f"scale 1, no clip), but {scaled} are standardised or clipped"
+            )
+    if all(g.name in names for g in inputs):
+        raise DataConfigError(
+            f"data.object_targets lists every input group {[g.name for g in inputs]}: "
+            "the net needs one to read"
+        )
     return names
 
 
