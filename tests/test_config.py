@@ -20,7 +20,9 @@ def test_every_experiment_composes_and_builds_its_model(experiment):
     cfg = compose_train(f"experiment={experiment}")
     model = hydra.utils.instantiate(cfg.model, _convert_="all")
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
-    if hasattr(model, "classes"):
+    if datamodule.spec.object_targets:  # detection: the task's truth objects are an object target
+        assert [model.objects] == list(datamodule.spec.object_targets)
+    elif hasattr(model, "classes"):
         assert list(model.classes) == list(datamodule.classes)
     elif datamodule.spec.image_targets:  # per-pixel: the task's target is an image target
         assert [model.target] == list(datamodule.spec.image_targets)
@@ -46,6 +48,10 @@ def test_every_group_option_composes(group, tmp_path):
             extra += ["model=hlf"]  # jet-level observables, not particles
         if group == "model" and option == "hlf":
             extra += ["data=toptag_hlf"]
+        if group == "data" and option == "events_calo":
+            extra += ["model=event_ssd"]  # whole-event images and their objects
+        if group == "model" and option == "event_ssd":
+            extra += ["data=events_calo"]
         if group == "data" and option == "airshower":
             extra += ["model=trace3d"]  # traces, not particles
         if group == "model" and option in ("cnn", "resnet"):

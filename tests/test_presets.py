@@ -14,6 +14,7 @@ SAMPLES = {
     "jets4": "jets4_sample",
     "airshower": "airshower_sample",
     "pileup": "qcd_pu_sample",
+    "events": "events_sample",
 }
 FILES = {"pileup": "qcd_*.root"}  # not the minimum-bias pool beside the jets
 REGRESSION_FIGURES = {  # figures of the air-shower presets, by the targets they train
@@ -48,6 +49,9 @@ def test_every_preset_runs_a_fast_dev_run(experiment, request, tmp_path):
         own = "test/pixel_rmse" if experiment == "pileup_unet" else "test/element_auc"
         figures = {"test/corrected_pt_resolution", "test/uncorrected_mass_bias", own}
         assert figures <= set(summary)
+        return
+    if kind == "events":
+        assert {"test/map_dr", "test/map_iou", "test/efficiency", "test/pt_resolution"} <= set(summary)
         return
     if experiment.startswith("airshower"):
         assert REGRESSION_FIGURES[experiment] <= set(summary)
