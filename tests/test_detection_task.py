@@ -289,3 +289,36 @@ def test_with_a_cone_the_pt_output_calibrates_the_cone_around_the_predicted_axis
     torch.testing.assert_close(cells["pt"], cone_pt * torch.exp(outputs[:, 5]))
     with pytest.raises(ConfigError, match=r"model.cone.channels names \['preshower'\]"):
         make_task(channels=["ecal", "hcal", "tracks"], cone={"channels": ["preshower"]})
+
+
+def test_with_cone_inputs_the_net_reads_the_cone_mass_of_every_pixel():
+    """Two hard pixels 0.5 apart in phi: the cone around a pixel between them holds their pair
+    mass, and the net's fifth input channel is log(1 + that mass / mass_reference)."""
+    seen = {}
+
+    class Recorder(EventDetector):
+        def forward(self, image):
+            seen["image"] = image
+            return super().forward(image)
+
+    net = Recorder(5, len(CLASSES), widths=[4, 8, 8], convs=1, head_convs=1)
+    cone = {"channels": ["ecal", "hcal"], "radius": 0.8, "inputs": True}
+    task = make_task(net=net, channels=["ecal", "hcal", "tracks"], cone=cone, mass_reference=50.0)
+    batch = objects_batch([[]])
+    image = torch.zeros_like(batch["image"])
+    row = 8  # pixel centres at eta = -1.5 + 0.2 row; phi columns of 2 pi / 32
+    image[0, 0, row, 10] = 100.0  # ECAL, GeV
+    image[0, 1, row, 12] = 100.0  # HCAL, GeV: 2 columns = 0.393 rad further in phi
+    batch["image"] = image
+    with torch.no_grad():
+        task(batch)
+    d_phi = 2 * (2 * np.pi / 32)
+    pair_mass = np.sqrt(2 * 100.0 * 100.0 * (1 - np.cos(d_phi)))  # both at one eta: GeV
+    read = seen["image"]
+    assert read.shape[1] == 5
+    assert float(read[0, 4, row, 11]) == pytest.approx(np.log1p(pair_mass / 50.0), rel=1e-4)
+    assert float(read[0, 3, row, 11]) == pytest.approx(np.log1p(200.0 * np.cos(d_phi / 2) / 300.0), rel=1e-4)
+    # far from both pixels the cone is empty
+    assert float(read[0, 4, row, 28]) == 0.0 and float(read[0, 3, 0, 28]) == 0.0
+    with pytest.raises(ConfigError, match=r"model.net.in_channels is 3, but the task feeds 5 channels"):
+        make_task(channels=["ecal", "hcal", "tracks"], cone=cone)

@@ -89,6 +89,7 @@ class EventDetector(nn.Module):
         kernel = check.positive_int(kernel, "model.net.kernel")
         if kernel % 2 == 0:
             raise ConfigError(f"model.net.kernel must be odd (same-size convolutions), got {kernel}")
+        self.in_channels = int(in_channels)
         self.n_classes = int(n_classes)
         self.levels = len(widths) - 1
         layers: list[nn.Module] = []

@@ -16,7 +16,10 @@ pt_reference)`` and ``log(mass / mass_reference)``; weighted by ``loss_weights``
 (``{channels, radius}``) the pT and mass outputs are instead the log calibration of the cone jet,
 the named calorimeter channels summed within the radius around the axis
 (:mod:`hepnn.detection.cone_jets`): trained against the cone around the true axis, applied to the
-cone around the predicted one, so that the net finds the axis and the calorimeter measures.
+cone around the predicted one, so that the net finds the axis and the calorimeter measures. With
+``cone.inputs`` the net also reads, per pixel, ``log(1 + pT / pt_reference)`` and ``log(1 + mass /
+mass_reference)`` of the cone centred on that pixel: the jet mass a physicist would tag on,
+which a few convolutions of pixel energies cannot easily form themselves.
 
 Inference: the score of a cell is its objectness probability times its highest class
 probability; cells above ``score_threshold`` are merged by non-maximum suppression
@@ -174,8 +177,11 @@ class DetectionTask(TaskBase):
         self.efficiency_score = float(efficiency_score)
         self.pt_bins = [float(x) for x in pt_bins]
         self.cones = None
+        self.cone_inputs = False
         if cone is not None:
-            cone = dict(check.mapping(cone, "model.cone", ["channels", "radius"], required=["channels"]))
+            cone = dict(
+                check.mapping(cone, "model.cone", ["channels", "radius", "inputs"], required=["channels"])
+            )
             names = [str(c) for c in channels or ()]
             unknown = [c for c in cone["channels"] if c not in names]
             if unknown:
@@ -184,6 +190,17 @@ class DetectionTask(TaskBase):
                 )
             radius = check.positive_number(cone.get("radius", 0.8), "model.cone.radius")
             self.cones = ConeJets(self.image_grid, radius, [names.index(c) for c in cone["channels"]])
+            self.cone_inputs = check.boolean(cone.get("inputs", False), "model.cone.inputs")
+        fed = len(channels or ()) + (2 if self.cone_inputs else 0)
+        expected = getattr(net, "in_channels", None)
+        if channels is not None and expected is not None and expected != fed:
+            raise ConfigError(
+                f"model.net.in_channels is {expected}, but the task feeds {fed} channels per pixel "
+                f"(the image's {list(channels)}"
+                + (" and the cone pT and mass" if self.cone_inputs else "")
+                + "); set model.net.in_channels to "
+                + str(fed)
+            )
 
     # ------------------------------------------------------------------------------------------------
     # sample checks
@@ -224,14 +241,20 @@ class DetectionTask(TaskBase):
     def _raw(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The net's raw outputs and (with ``cone``) the disc sums of the images."""
         (image,) = (batch[key] for key in self.inputs)
-        outputs = self.net(torch.log1p(torch.clamp(image, min=0.0) / self.pixel_scale))
+        discs = self.cones(image.float()) if self.cones is not None else None
+        x = torch.log1p(torch.clamp(image, min=0.0) / self.pixel_scale)
+        if self.cone_inputs:
+            pt, mass = ConeJets.pt_and_mass(discs)
+            cone = [torch.log1p(pt / self.pt_reference), torch.log1p(mass / self.mass_reference)]
+            x = torch.cat([x, torch.stack(cone, dim=1).to(x.dtype)], dim=1)
+        outputs = self.net(x)
         expected = (len(OUTPUTS) + len(self.classes), *self.grid.shape)
         if not torch.jit.is_tracing() and tuple(outputs.shape[1:]) != expected:
             raise ValueError(
                 f"model.net returned shape {tuple(outputs.shape)} for images {tuple(image.shape)}: "
                 f"expected (B, {expected[0]}, {expected[1]}, {expected[2]})"
             )
-        return outputs, (self.cones(image.float()) if self.cones is not None else None)
+        return outputs, discs
 
     def _with_cones(self, outputs: torch.Tensor, discs: torch.Tensor | None) -> torch.Tensor:
         if discs is None:

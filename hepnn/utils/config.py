@@ -85,13 +85,14 @@ def on_rank_zero(value, environ=os.environ):
 
 
 def register_resolvers() -> None:
-    """Register ``${hepnn.root:}``, ``${hepnn.len:x}``, ``${hepnn.keys:mapping}``,
+    """Register ``${hepnn.root:}``, ``${hepnn.len:x}``, ``${hepnn.sum:a,b,...}``, ``${hepnn.keys:mapping}``,
     ``${hepnn.classes:labels}``,
     ``${hepnn.units:targets}``, ``${hepnn.rank_suffix:}`` and ``${hepnn.on_rank_zero:value}``
     (idempotent)."""
     for name, fn in {
         "hepnn.root": lambda: str(project_root()),
         "hepnn.len": _length,
+        "hepnn.sum": lambda *values: sum(int(v) for v in values),
         "hepnn.keys": _keys,
         "hepnn.classes": _classes,
         "hepnn.units": _units,
