@@ -1,7 +1,8 @@
 """Generate a simulated sample: ``python -m hepnn.generate [generate=<sample>] [overrides]``.
 
 The ``generate`` section's ``kind`` picks the simulation (:mod:`hepnn.sim.kinds`): ``jets``
-(the default) or ``airshower``.
+(the default), ``events`` (whole events as calorimeter cells, with their truth jets) or
+``airshower``.
 """
 
 from __future__ import annotations
