@@ -14,7 +14,7 @@ from tests.conftest import REPO
 from tests.test_train import run_training
 
 NOTEBOOKS = REPO / "notebooks"
-NAMES = ["01_jet_tagging", "02_jet_images", "03_air_showers"]
+NAMES = ["01_jet_tagging", "02_jet_images", "03_air_showers", "04_object_detection"]
 
 
 def load(name: str):
@@ -110,6 +110,29 @@ def airshower_run(airshower_sample, tmp_path_factory):
     return str(out)
 
 
+@pytest.fixture(scope="module")
+def detection_run(events_sample, tmp_path_factory):
+    """A tiny events_ssd run (the small net of tests/test_detection_task.py), two epochs; every box
+    counts for the efficiency, so that some are matched."""
+    from tests.test_detection_task import SMALL
+
+    out = tmp_path_factory.mktemp("notebook_detection_run")
+    run_training(
+        out,
+        "experiment=events_ssd",
+        *SMALL,
+        f"data.files={events_sample}/*.root",
+        "trainer.max_epochs=2",
+        "data.batch_size=16",
+        "data.eval_batch_size=16",
+        "data.progress_bar=false",
+        "data.cache=null",
+        "model.efficiency_score=0.0",
+    )
+    assert (out / "predictions" / "test.root").is_file() and (out / "summary.json").is_file()
+    return str(out)
+
+
 def test_jet_tagging_notebook(classifier_runs, tmp_path):
     notebook = execute("01_jet_tagging", tmp_path, RUN_DIRS=classifier_runs)
     assert not outputs(notebook, "error")
@@ -153,6 +176,17 @@ def test_air_showers_notebook(airshower_sample, airshower_run, tmp_path):
         o.get("data", {}).get("text/markdown", "") for c in notebook.cells for o in c.get("outputs", [])
     )
     assert "angular_resolution_deg" in text and "core_resolution_m" in text and "energy_resolution" in text
+
+
+def test_object_detection_notebook(detection_run, tmp_path):
+    notebook = execute("04_object_detection", tmp_path, run_dir=detection_run, events=2)
+    assert not outputs(notebook, "error")
+    # two event displays, efficiency and fake rate, predicted vs true pT and mass
+    assert len(outputs(notebook, "png")) >= 2 + 2 + 2
+    text = "".join(
+        o.get("data", {}).get("text/markdown", "") for c in notebook.cells for o in c.get("outputs", [])
+    )
+    assert "mAP (Delta R < 0.4)" in text and "AP Top (IoU >= 0.5)" in text and "pT resolution" in text
 
 
 def test_a_missing_run_directory_is_named(tmp_path):
