@@ -112,8 +112,9 @@ def airshower_run(airshower_sample, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def detection_run(events_sample, tmp_path_factory):
-    """A tiny events_ssd run (the small net of tests/test_detection_task.py), two epochs; every box
-    counts for the efficiency, so that some are matched."""
+    """A tiny events_ssd run (the small net of tests/test_detection_task.py), two epochs; every cell
+    is a candidate box and every box counts for the efficiency, so that the untrained net still
+    draws boxes and some are matched."""
     from tests.test_detection_task import SMALL
 
     out = tmp_path_factory.mktemp("notebook_detection_run")
@@ -127,6 +128,7 @@ def detection_run(events_sample, tmp_path_factory):
         "data.eval_batch_size=16",
         "data.progress_bar=false",
         "data.cache=null",
+        "model.score_threshold=0.0",
         "model.efficiency_score=0.0",
     )
     assert (out / "predictions" / "test.root").is_file() and (out / "summary.json").is_file()
