@@ -59,3 +59,18 @@ class RecordEntries(L.Callback):
         record = {"rank": trainer.global_rank, "world_size": trainer.world_size, **self.record}
         part.write_text(json.dumps(record))
         part.replace(path)
+
+
+class SaveWeightsPerRank(L.Callback):
+    """Saves, per rank, the task's state dict at the end of the fit as ``rank<global rank>.pt`` in
+    ``out_dir``: data-parallel ranks must end with the same weights."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = Path(out_dir)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        import torch
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in pl_module.state_dict().items()}
+        torch.save(state, self.out_dir / f"rank{trainer.global_rank}.pt")

@@ -12,7 +12,7 @@ import torch
 
 from hepnn.errors import ConfigError, InputError
 from hepnn.tasks import finetuning
-from tests.conftest import compose_train, run_module
+from tests.conftest import REPO, compose_train, run_module
 from tests.test_train import run_training
 
 SMALL_CNN = (
@@ -84,6 +84,37 @@ def test_a_new_head_is_reported_and_the_rest_is_loaded(pretrained_cnn, jet_sampl
     assert any("running_mean" in k for k in frozen)
     for key in frozen:
         assert torch.equal(epoch0["state_dict"][key], source["state_dict"][key]), key
+
+
+def test_the_convolutions_are_reused_on_a_larger_window_and_the_dense_part_retrained(
+    pretrained_cnn, jet_sample, tmp_path
+):
+    """Pretrained on 40 x 40 pixels of 0.04 rad, fine-tuned on 48 x 48 pixels of the same size
+    (a window of +-0.96 rad) with a flattening head: the convolutions load, the dense layers that
+    read the flattened image do not fit and are retrained, and the report says so."""
+    spec = "{ckpt_path: " + str(pretrained_cnn) + ", freeze: [net.blocks]}"
+    run_training(
+        tmp_path,
+        *SMALL_CNN,
+        "model.net.global_pool=flatten",
+        "data.inputs.image.grid={n_eta: 48, n_phi: 48, eta: [-0.96, 0.96], phi: [-0.96, 0.96]}",
+        f"data.files={jet_sample}/*.root",
+        f"model.pretrained={spec}",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+        f"data.cache_dir={tmp_path}/cache",
+        *FAST,
+    )
+    source = torch.load(pretrained_cnn, map_location="cpu", weights_only=True)["state_dict"]
+    last = checkpoint_of(tmp_path)
+    report = last[finetuning.ORIGIN_KEY]
+    convolutions = [k for k in source if k.startswith("net.blocks")]
+    assert convolutions and set(convolutions) <= set(report["loaded"])
+    assert "net.head.layers.0.weight" in report["shape_mismatch"]  # 8 x (4 * 12 * 12) against 8 x 4
+    assert last["state_dict"]["net.head.layers.0.weight"].shape[1] == 4 * 12 * 12
+    for key in convolutions:
+        assert torch.equal(last["state_dict"][key], source[key]), key  # frozen: as pretrained
 
 
 def test_frozen_modules_change_only_after_unfreezing(pretrained_cnn, jet_sample, tmp_path):
@@ -187,3 +218,39 @@ def test_bad_pretrained_settings_are_one_line_errors(pretrained_cnn, jet_sample,
         finetuning.load_pretrained(
             task, finetuning.PretrainedConfig(ckpt_path=str(pretrained_cnn), modules=("net.head.layers.3",))
         )
+
+
+def test_a_fine_tuning_with_gradual_unfreezing_trains_under_ddp(pretrained_cnn, jet_sample, tmp_path):
+    """Two gloo processes: frozen convolutions in epoch 0 (no gradient reaches them on any rank),
+    released in epoch 1, and the ranks end with the same weights."""
+    spec = "{ckpt_path: " + str(pretrained_cnn) + ", freeze: [net.blocks], unfreeze_after_epochs: 1}"
+    run = tmp_path / "run"
+    run_module(
+        "hepnn.train",
+        *SMALL_CNN,
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=2",
+        "+trainer.limit_train_batches=3",
+        "+trainer.limit_val_batches=1",
+        "callbacks.model_checkpoint.save_top_k=-1",
+        f"data.files={jet_sample}/*.root",
+        f"model.pretrained={spec}",
+        f"data.cache_dir={tmp_path}/cache",
+        f"hydra.run.dir={run}",
+        "+callbacks.weights._target_=tests.support.SaveWeightsPerRank",
+        f"+callbacks.weights.out_dir={tmp_path}/weights",
+        *FAST,
+        cwd=REPO,
+        timeout=300,
+    )
+    source = torch.load(pretrained_cnn, map_location="cpu", weights_only=True)["state_dict"]
+    epoch0 = torch.load(run / "checkpoints" / "epoch_000.ckpt", map_location="cpu", weights_only=True)
+    last = checkpoint_of(run)
+    key = "net.blocks.0.body.0.weight"
+    assert torch.equal(epoch0["state_dict"][key], source[key])  # frozen in epoch 0
+    assert not torch.equal(last["state_dict"][key], source[key])  # trained in epoch 1
+    ranks = [torch.load(p, weights_only=True) for p in sorted((tmp_path / "weights").glob("rank*.pt"))]
+    assert len(ranks) == 2
+    for name, value in ranks[0].items():
+        torch.testing.assert_close(ranks[1][name], value, msg=name)  # gradients averaged over ranks

@@ -169,9 +169,12 @@ class TaskBase(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Before a fit: load the pretrained weights (``model.pretrained.ckpt_path``). Never when
-        a checkpoint of this task is rebuilt for evaluation or export: its own weights are complete."""
+        a checkpoint of this task is rebuilt for evaluation or export: its own weights are complete.
+        With frozen modules, a data-parallel strategy is told that some parameters get no gradient."""
         if stage == "fit" and self.pretrained.ckpt_path and self.pretrained_report is None:
             self.pretrained_report = finetuning.load_pretrained(self, self.pretrained).to_dict()
+        if stage == "fit" and self.frozen.active and self._trainer is not None:
+            finetuning.allow_unused_parameters(self.trainer.strategy)
 
     def on_train_epoch_start(self) -> None:
         self.frozen.apply(self.current_epoch)

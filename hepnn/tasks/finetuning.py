@@ -203,6 +203,16 @@ class FrozenModules:
                 module.eval()
 
 
+def allow_unused_parameters(strategy) -> None:
+    """Let a DDP strategy train while frozen modules get no gradient: DDP registers every
+    parameter when it wraps the task (before the first epoch freezes any), so the frozen ones
+    must be allowed to miss a step's reduction, and take part again once they are released."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    if isinstance(strategy, DDPStrategy):
+        strategy._ddp_kwargs["find_unused_parameters"] = True
+
+
 def parameter_groups(task: nn.Module, lr_scale: Mapping[str, float]) -> list[dict]:
     """The task's parameters in optimizer groups: one per module of ``lr_scale`` (with its
     ``lr_scale`` factor, applied to the optimizer's learning rate) and one for the rest. Frozen
