@@ -101,7 +101,8 @@ def test_config_composes_and_dispatches_to_the_air_shower_simulation():
         assert getattr(cfg, section) == defaults, section
     jets, generate = build_sample(compose_airshower(sample="toptag"))
     assert isinstance(jets, SampleConfig) and generate is generate_sample
-    with pytest.raises(ConfigError, match=r"generate\.kind: unknown kind 'muons'; known: jets, events, airshower"):
+    known = r"generate\.kind: unknown kind 'muons'; known: jets, events, airshower"
+    with pytest.raises(ConfigError, match=known):
         build_sample({**values, "kind": "muons"})
 
 
