@@ -171,11 +171,9 @@ def test_events_without_objects_train_on_objectness_alone():
 SMALL = ("model.net.widths=[4,8,8]", "model.net.head_convs=1", "model.net.convs=1")
 
 
-@pytest.fixture(scope="module")
-def trained(events_sample, tmp_path_factory):
-    out = tmp_path_factory.mktemp("events_ssd")
-    summary = run_training(
-        out,
+def tiny_run(events_sample) -> tuple[str, ...]:
+    """Overrides of a two-epoch events_ssd run of the small net on the session's event sample."""
+    return (
         "experiment=events_ssd",
         *SMALL,
         f"data.files={events_sample}/*.root",
@@ -185,6 +183,12 @@ def trained(events_sample, tmp_path_factory):
         "data.progress_bar=false",
         "data.cache=null",
     )
+
+
+@pytest.fixture(scope="module")
+def trained(events_sample, tmp_path_factory):
+    out = tmp_path_factory.mktemp("events_ssd")
+    summary = run_training(out, *tiny_run(events_sample))
     return out, summary
 
 

@@ -115,22 +115,10 @@ def detection_run(events_sample, tmp_path_factory):
     """A tiny events_ssd run (the small net of tests/test_detection_task.py), two epochs; every cell
     is a candidate box and every box counts for the efficiency, so that the untrained net still
     draws boxes and some are matched."""
-    from tests.test_detection_task import SMALL
+    from tests.test_detection_task import tiny_run
 
     out = tmp_path_factory.mktemp("notebook_detection_run")
-    run_training(
-        out,
-        "experiment=events_ssd",
-        *SMALL,
-        f"data.files={events_sample}/*.root",
-        "trainer.max_epochs=2",
-        "data.batch_size=16",
-        "data.eval_batch_size=16",
-        "data.progress_bar=false",
-        "data.cache=null",
-        "model.score_threshold=0.0",
-        "model.efficiency_score=0.0",
-    )
+    run_training(out, *tiny_run(events_sample), "model.score_threshold=0.0", "model.efficiency_score=0.0")
     assert (out / "predictions" / "test.root").is_file() and (out / "summary.json").is_file()
     return str(out)
 

@@ -81,7 +81,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import zlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -92,7 +91,14 @@ import numpy as np
 from hepnn.errors import ConfigError
 from hepnn.sim import detector, jets, truth
 from hepnn.sim.clustering import fastjet_module
-from hepnn.sim.sample import SampleConfig, SampleKind, SampleReport, ShardReport, generate_sample
+from hepnn.sim.sample import (
+    SampleConfig,
+    SampleKind,
+    SampleReport,
+    ShardReport,
+    generate_sample,
+    shard_seeds,
+)
 from hepnn.utils import validation as check
 from hepnn.utils.rootio import write_tree
 
@@ -488,15 +494,15 @@ def plan_event_shards(cfg: EventSampleConfig) -> list[EventShard]:
         n_total = int(spec["n_events"])
         for index in range(math.ceil(n_total / cfg.events_per_file)):
             n = min(cfg.events_per_file, n_total - index * cfg.events_per_file)
-            state = np.random.SeedSequence([cfg.seed, zlib.crc32(name.encode()), index]).generate_state(2)
+            pythia_seed, detector_seed = shard_seeds(cfg.seed, name, index)
             shards.append(
                 EventShard(
                     process=name,
                     index=index,
                     n_events=n,
                     process_index=process_index,
-                    pythia_seed=int(state[0] % 900_000_000) + 1,
-                    detector_seed=int(state[1]),
+                    pythia_seed=pythia_seed,
+                    detector_seed=detector_seed,
                     path=str(Path(cfg.output_dir) / f"{name}_{index:03d}.root"),
                 )
             )

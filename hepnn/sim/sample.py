@@ -176,6 +176,13 @@ class Shard:
         return self.n_jets
 
 
+def shard_seeds(seed: int, process: str, index: int) -> tuple[int, int]:
+    """The Pythia and detector seeds of shard ``index`` of ``process``: they depend only on the
+    sample seed, the process name and the index, so any number of workers writes the same files."""
+    state = np.random.SeedSequence([seed, zlib.crc32(process.encode()), index]).generate_state(2)
+    return int(state[0] % 900_000_000) + 1, int(state[1])
+
+
 def plan_shards(cfg: SampleConfig) -> list[Shard]:
     """All shards of a sample, in a fixed order; seeds depend only on (seed, process, index)."""
     shards = []
@@ -183,15 +190,15 @@ def plan_shards(cfg: SampleConfig) -> list[Shard]:
         n_total = int(spec["n_jets"])
         for index in range(math.ceil(n_total / cfg.jets_per_file)):
             n = min(cfg.jets_per_file, n_total - index * cfg.jets_per_file)
-            state = np.random.SeedSequence([cfg.seed, zlib.crc32(name.encode()), index]).generate_state(2)
+            pythia_seed, detector_seed = shard_seeds(cfg.seed, name, index)
             shards.append(
                 Shard(
                     process=name,
                     index=index,
                     n_jets=n,
                     label=cfg.classes.index(spec["label"]),
-                    pythia_seed=int(state[0] % 900_000_000) + 1,
-                    detector_seed=int(state[1]),
+                    pythia_seed=pythia_seed,
+                    detector_seed=detector_seed,
                     path=str(Path(cfg.output_dir) / f"{name}_{index:03d}.root"),
                 )
             )
