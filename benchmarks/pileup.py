@@ -1,6 +1,7 @@
 """Pile-up mitigation: the learned cleaning beside the rule-based methods, on the same test jets.
 
-    python benchmarks/pileup.py [--mu 60,140] [--jets 20000] [--presets pileup_unet]
+    python benchmarks/pileup.py [--mu 60,140] [--jets 20000]
+        [--presets pileup_unet,pileup_gru,pileup_pfn,pileup_segment]
         [--max-epochs 20] [--patience 5] [--sample-dir data/results/pileup_mu<mu>]
         [--results-dir benchmarks/results/pileup] [--table-only]
 
@@ -18,7 +19,8 @@ For every mu this
 4. prints one Markdown table per mu: the bias and 68 % resolution (GeV) of the jets' pT and mass
    against the same jets without pile-up, with bootstrap errors (the same resamples for every row),
    and for every learned row the paired difference of its resolutions to the best rule-based one (the
-   one of the best mass resolution), and its per-particle AUC or per-pixel error.
+   one of the best mass resolution), and its per-particle AUC, per-pixel error or segmentation
+   figures (mean IoU, accuracy on the occupied pixels).
 
 Each mu's figures are saved in ``<results-dir>/mu<mu>.json`` (small files to commit).
 """
@@ -56,9 +58,10 @@ TRUTH = ("jet_nopu_pt", "jet_nopu_mass")
 LIMITS = (
     ("truth_image", "truth image (a perfect per-pixel prediction)"),
     ("truth_weights", "true hard-scatter shares (a perfect per-particle prediction)"),
+    ("truth_mask", "true pixel classes (a perfect segmentation)"),
 )
 # per-element or per-pixel figures of a learned row, from its run summary
-LEARNED_FIGURES = ("element_auc", "neutral_auc", "pixel_rmse")
+LEARNED_FIGURES = ("element_auc", "neutral_auc", "pixel_rmse", "mean_iou", "occupied_pixel_accuracy")
 
 
 def generate_config(
@@ -221,7 +224,9 @@ def learned_text(row: dict) -> str:
     if "element_auc" in row:
         return f"{row['element_auc']:.4f} / {row['neutral_auc']:.4f}"
     if "pixel_rmse" in row:
-        return f"{row['pixel_rmse']:.2f}"
+        return f"RMSE {row['pixel_rmse']:.2f} GeV"
+    if "mean_iou" in row:
+        return f"IoU {row['mean_iou']:.3f}, accuracy {row['occupied_pixel_accuracy']:.3f}"
     return ""
 
 
@@ -233,7 +238,8 @@ def table(result: dict) -> str:
         f"against the same jets without pile-up; bias = median, resolution = 68 % half-width, GeV",
         "",
         "| method | pT bias | pT resolution | mass bias | mass resolution "
-        f"| resolution - {best} (pT / mass) | per-particle AUC (all / neutral) or pixel RMSE [GeV] |",
+        f"| resolution - {best} (pT / mass) "
+        "| per-particle AUC (all / neutral), or per pixel: RMSE or mean IoU and accuracy (occupied) |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
@@ -260,7 +266,9 @@ def main(argv=None) -> int:
         "--pool-events", type=int, default=None, help="minimum-bias pool (default: the config's)"
     )
     parser.add_argument(
-        "--presets", default="pileup_unet,pileup_gru,pileup_pfn", help="learned presets, comma-separated"
+        "--presets",
+        default="pileup_unet,pileup_gru,pileup_pfn,pileup_segment",
+        help="learned presets, comma-separated",
     )
     parser.add_argument("--max-epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=5)

@@ -276,8 +276,10 @@ def test_the_pileup_benchmark_tabulates_the_rules_and_the_learned_cleaning_on_on
     # every rule removes pile-up: its pT bias is below that of no correction
     none_bias = rows["no correction"]["pt_bias"][0]
     assert none_bias > 20 and all(rows[m]["pt_bias"][0] < none_bias for m in list(rows)[1:6])
-    assert all(f"minus_{saved['best_rule']}" in rows[p] for p in ("pileup_unet", "pileup_gru", "pileup_pfn"))
+    presets = ("pileup_unet", "pileup_gru", "pileup_pfn", "pileup_segment")
+    assert all(f"minus_{saved['best_rule']}" in rows[p] for p in presets)
     table = [line for line in result.stdout.splitlines() if line.startswith("|")]
-    assert len(table) == 2 + 6 + 3 + 2 and "±" in table[2]  # rules, learned presets, two limits
-    learned = [rows[p] for p in ("pileup_unet", "pileup_gru", "pileup_pfn")]
-    assert "pixel_rmse" in learned[0] and all("neutral_auc" in row for row in learned[1:])
+    assert len(table) == 2 + 6 + 4 + 3 and "±" in table[2]  # rules, learned presets, three limits
+    learned = [rows[p] for p in presets]
+    assert "pixel_rmse" in learned[0] and all("neutral_auc" in row for row in learned[1:3])
+    assert 0.0 <= learned[3]["mean_iou"] <= 1.0 and "IoU" in table[2 + 6 + 3]

@@ -1,5 +1,6 @@
-"""ONNX export of the pile-up nets: the U-Net's cleaned image and the per-element GRU's pile-up
-probabilities match PyTorch on a real test batch, with dynamic batch and particle axes."""
+"""ONNX export of the pile-up nets: the U-Net's cleaned image, the segmenting U-Net's pixel class
+probabilities and the per-element GRU's pile-up probabilities match PyTorch on a real test batch,
+with dynamic batch and particle axes."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tests.test_train import run_training
 TOLERANCE = 1e-4  # GeV for the image, absolute for probabilities
 SMALL = {
     "pileup_unet": ("model.net.widths=[4,8]",),
+    "pileup_segment": ("model.net.widths=[4,8]",),
     "pileup_gru": ("model.net.hidden=8", "model.net.front_end=[8]", "model.net.head=[8]"),
 }
 
@@ -55,6 +57,10 @@ def test_the_export_matches_pytorch_on_a_real_test_batch(exported):
         mask = batch["mask"].numpy()
         np.testing.assert_allclose(onnx_out[mask], reference[mask], atol=TOLERANCE)
         assert ((onnx_out[mask] >= 0) & (onnx_out[mask] <= 1)).all()
+    elif name == "pileup_segment":
+        np.testing.assert_allclose(onnx_out, reference, atol=TOLERANCE)
+        assert onnx_out.shape[1:] == (3, 40, 40)
+        np.testing.assert_allclose(onnx_out.sum(axis=1), 1.0, atol=TOLERANCE)  # probabilities per pixel
     else:
         np.testing.assert_allclose(onnx_out, reference, atol=TOLERANCE)
         neutral = raw["image"][:, 2].numpy()

@@ -46,7 +46,9 @@ def test_every_preset_runs_a_fast_dev_run(experiment, request, tmp_path):
     )
     assert summary["parameters"] > 1000 and "test/loss" in summary
     if kind == "pileup":
-        own = "test/pixel_rmse" if experiment == "pileup_unet" else "test/element_auc"
+        own = {"pileup_unet": "test/pixel_rmse", "pileup_segment": "test/mean_iou"}.get(
+            experiment, "test/element_auc"
+        )
         figures = {"test/corrected_pt_resolution", "test/uncorrected_mass_bias", own}
         assert figures <= set(summary)
         return
