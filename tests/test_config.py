@@ -39,7 +39,11 @@ def test_every_group_option_composes(group, tmp_path):
         choice = f"{group}={option}" if group != "generate" else f"generate@data.generate={option}"
         # on the plain PFN preset: the default's net also reads the jet observables of toptag_globals
         extra = ["experiment=top_pfn"] if group in ("data", "model") else []
-        pileup = {"pileup_image": "unet_cleaning", "pileup_particles": "gru_labelling"}
+        pileup = {
+            "pileup_image": "unet_cleaning",
+            "pileup_segment": "unet_segmentation",
+            "pileup_particles": "gru_labelling",
+        }
         if group == "data" and option in pileup:
             extra += [f"model={pileup[option]}"]  # per-pixel and per-element targets
         elif group == "data" and option.endswith("_image"):
@@ -56,8 +60,14 @@ def test_every_group_option_composes(group, tmp_path):
             extra += ["model=trace3d"]  # traces, not particles
         if group == "model" and option in ("cnn", "resnet"):
             extra += ["data=toptag_image"]
-        if group == "model" and option in ("unet_cleaning", "gru_labelling", "pfn_labelling"):
-            extra += ["data=pileup_image" if option == "unet_cleaning" else "data=pileup_particles"]
+        pileup_data = {"unet_cleaning": "pileup_image", "unet_segmentation": "pileup_segment"}
+        if group == "model" and option in (
+            "unet_cleaning",
+            "unet_segmentation",
+            "gru_labelling",
+            "pfn_labelling",
+        ):
+            extra += [f"data={pileup_data.get(option, 'pileup_particles')}"]
         if group == "model" and option == "trace3d":
             extra += ["data=airshower"]
         cfg = compose_train(choice, *extra, f"paths.output_dir={tmp_path}")
