@@ -12,7 +12,9 @@ training split of the run). Both are judged with the same matching and figures
 (:mod:`hepnn.detection.average_precision`): AP per class and mAP at IoU >= 0.5 and at Delta R <
 0.4, efficiency and fake rate of the boxes with score >= the run's ``efficiency_score`` (for the
 baseline, every jet that has a class), and the relative pT and mass bias and resolution of the
-matched boxes. Errors: bootstrap over test events (``--resamples``). Speed: the detector's test
+matched boxes. Errors: bootstrap over test events (``--resamples``), the same resampled events for
+both, which also gives the paired difference of every figure (detector minus baseline) with its
+error. Speed: the detector's test
 throughput as the run measured it (inference and loading) and the baseline's clustering and tagging
 throughput measured here, events/s.
 """
@@ -144,8 +146,10 @@ def resample(objects: dict, events: np.ndarray) -> dict:
     return out
 
 
-def with_errors(pred: dict, truth: dict, n_events: int, settings, classes, resamples: int, seed: int) -> dict:
-    """Each figure and the standard deviation of its bootstrap over events."""
+def bootstrap(pred: dict, truth: dict, n_events: int, settings, classes, resamples: int, seed: int):
+    """Each figure, and its values on ``resamples`` bootstrap resamples of the events
+    (``{figure: array}``). The same ``seed`` draws the same events for every row, so that rows can
+    be compared pair by pair."""
     central = figures(pred, truth, settings, classes)
     rng = np.random.default_rng(seed)
     draws = {k: [] for k in central}
@@ -154,10 +158,26 @@ def with_errors(pred: dict, truth: dict, n_events: int, settings, classes, resam
         values = figures(resample(pred, events), resample(truth, events), settings, classes)
         for k in central:
             draws[k].append(values.get(k, np.nan))
+    return central, {k: np.asarray(v, dtype=np.float64) for k, v in draws.items()}
+
+
+def with_errors(central: dict, draws: dict) -> dict:
+    """Each figure and the standard deviation of its bootstrap values."""
     return {k: (central[k], float(np.nanstd(draws[k]))) for k in central}
 
 
-def main() -> None:
+def paired_differences(a: tuple[dict, dict], b: tuple[dict, dict]) -> dict:
+    """Figure by figure, row ``a`` minus row ``b`` and the standard deviation of that difference
+    over the same bootstrap resamples (which cancels what the rows share: the same events)."""
+    (central_a, draws_a), (central_b, draws_b) = a, b
+    return {
+        k: (central_a[k] - central_b[k], float(np.nanstd(draws_a[k] - draws_b[k])))
+        for k in central_a
+        if k in central_b
+    }
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -170,7 +190,7 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     predictions_path = args.run_dir / "predictions" / "test.root"
     if not predictions_path.is_file():
@@ -184,7 +204,7 @@ def main() -> None:
         tree = f["predictions"]
         file_index, entry = tree["file_index"].array(library="np"), tree["entry"].array(library="np")
         sources = json.loads(str(f["source_files"]))
-    config = yaml.safe_load((args.run_dir / ".hydra" / "config.yaml").read_text())
+    config = yaml.safe_load((args.run_dir / "config.yaml").read_text())  # the run's resolved config
     split = config["data"]["split"]
 
     # the baseline: mass tag filled on the training events, applied to the test events
@@ -208,7 +228,7 @@ def main() -> None:
     truth_columns = {f"true_{k}": v for k, v in run["truth"].items()}
     detector_columns = {f"box_{k}": v for k, v in run["boxes"].items()}
     n_events = len(entry)
-    rows = {}
+    rows, resampled = {}, {}
     # every baseline jet is a found object: its score only ranks it within its class
     baseline_settings = {**settings, "efficiency_score": 0.0}
     for name, columns, chosen in (
@@ -216,7 +236,9 @@ def main() -> None:
         ("anti-kT + mass tag", baseline, baseline_settings),
     ):
         pred, truth = flat_objects({**columns, **truth_columns})
-        rows[name] = with_errors(pred, truth, n_events, chosen, classes, args.resamples, args.seed)
+        resampled[name] = bootstrap(pred, truth, n_events, chosen, classes, args.resamples, args.seed)
+        rows[name] = with_errors(*resampled[name])
+    difference = paired_differences(resampled["detector"], resampled["anti-kT + mass tag"])
     summary = json.loads((args.run_dir / "summary.json").read_text())
     speed = {"detector": summary.get("test/entries_per_second"), "anti-kT + mass tag": baseline_rate}
 
@@ -227,15 +249,18 @@ def main() -> None:
     )
     names = ["map_dr", *(f"ap_dr_{c}" for c in classes), "map_iou", *(f"ap_iou_{c}" for c in classes)]
     names += [k for k in FIGURES if k != "map"]
-    print("| figure | " + " | ".join(rows) + " |")
-    print("|---|" + "---|" * len(rows))
+    columns = {**rows, "detector - baseline (paired)": difference}
+    print("| figure | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
     for key in names:
         cells = []
-        for row in rows.values():
+        for name, row in columns.items():
             value, error = row.get(key, (np.nan, np.nan))
-            cells.append(f"{value:.3f} ± {error:.3f}")
+            sign = "+" if name.startswith("detector -") else ""
+            cells.append(f"{value:{sign}.3f} ± {error:.3f}")
         print(f"| {key} | " + " | ".join(cells) + " |")
-    print("| events/s | " + " | ".join(f"{speed[r]:.0f}" if speed[r] else "-" for r in rows) + " |")
+    rates = [f"{speed[r]:.0f}" if speed[r] else "-" for r in rows]
+    print("| events/s | " + " | ".join([*rates, ""]) + " |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
@@ -244,6 +269,7 @@ def main() -> None:
             "baseline_pt_min": args.baseline_pt_min,
             "mass_windows": windows,
             "rows": {r: {k: list(v) for k, v in row.items()} for r, row in rows.items()},
+            "detector_minus_baseline": {k: list(v) for k, v in difference.items()},
             "events_per_second": speed,
         }
         args.json.write_text(json.dumps(payload, indent=2) + "\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from functools import partial
+from pathlib import Path
 
 import awkward as ak
 import numpy as np
@@ -326,3 +327,29 @@ def test_with_cone_inputs_the_net_reads_the_cone_mass_of_every_pixel():
     assert float(read[0, 4, row, 28]) == 0.0 and float(read[0, 3, 0, 28]) == 0.0
     with pytest.raises(ConfigError, match=r"model.net.in_channels is 3, but the task feeds 5 channels"):
         make_task(channels=["ecal", "hcal", "tracks"], cone=cone)
+
+
+def test_the_benchmark_compares_the_detector_with_anti_kt_on_the_same_events(trained, tmp_path, capsys):
+    """benchmarks/detection.py on the tiny run: both rows on the run's test events, and the paired
+    difference is the difference of the rows, with an error from the same resampled events."""
+    import runpy
+
+    out, summary = trained
+    saved = tmp_path / "detection.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "detection.py"
+    benchmark = runpy.run_path(str(script))
+    benchmark["main"]([f"--run-dir={out}", "--resamples=5", f"--json={saved}"])
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert table[0] == "| figure | detector | anti-kT + mass tag | detector - baseline (paired) |"
+    result = json.loads(saved.read_text())
+    with uproot.open(summary["predictions"]) as f:
+        assert result["test_events"] == f["predictions"].num_entries
+    detector, baseline = result["rows"]["detector"], result["rows"]["anti-kT + mass tag"]
+    difference = result["detector_minus_baseline"]
+    for key in ("map_dr", "efficiency", "pt_resolution"):
+        # NaN where the tiny detector finds nothing to measure a figure on
+        assert difference[key][0] == pytest.approx(detector[key][0] - baseline[key][0], nan_ok=True)
+        assert not difference[key][1] < 0
+    # anti-kT on the calorimeter cells finds the truth jets: most of them above its pT threshold
+    assert baseline["efficiency"][0] > 0.5
+    assert 0.0 <= baseline["pt_resolution"][0] < 0.2
