@@ -3,6 +3,7 @@
     python benchmarks/pileup.py [--mu 60,140] [--jets 20000]
         [--presets pileup_unet,pileup_gru,pileup_pfn,pileup_segment]
         [--max-epochs 20] [--patience 5] [--sample-dir data/results/pileup_mu<mu>]
+        [--top-jets 4000] [--top-sample-dir data/results/pileup_top_mu<mu>]
         [--results-dir benchmarks/results/pileup] [--table-only]
 
 For every mu this
@@ -20,7 +21,11 @@ For every mu this
    against the same jets without pile-up, with bootstrap errors (the same resamples for every row),
    and for every learned row the paired difference of its resolutions to the best rule-based one (the
    one of the best mass resolution), and its per-particle AUC, per-pixel error or segmentation
-   figures (mean IoU, accuracy on the occupied pixels).
+   figures (mean IoU, accuracy on the occupied pixels);
+5. with ``--top-jets``, generates top jets at the same mu (``generate=toptag_pu``, its ttbar process
+   alone), applies every trained preset to them (``python -m hepnn.evaluate``) and every rule, and
+   adds the position and width of the top-jet mass peak (:func:`hepnn.pileup.figures.mass_peak`,
+   bootstrap errors) of every method and of the same jets without pile-up.
 
 Each mu's figures are saved in ``<results-dir>/mu<mu>.json`` (small files to commit).
 """
@@ -40,7 +45,13 @@ import uproot
 
 from hepnn.metrics.bootstrap import DEFAULT_RESAMPLES, bootstrap_figures
 from hepnn.pileup import rules
-from hepnn.pileup.figures import FIGURES, correction_estimates, correction_figures
+from hepnn.pileup.figures import (
+    FIGURES,
+    PEAK_FIGURES,
+    correction_estimates,
+    correction_figures,
+    peak_estimates,
+)
 from hepnn.utils.config import project_root
 
 JETS_PER_FILE = 5000
@@ -54,6 +65,7 @@ RULE_LABELS = {
     "chs_softkiller": "CHS + SoftKiller",
 }
 TRUTH = ("jet_nopu_pt", "jet_nopu_mass")
+NO_PILEUP = "jets without pile-up (the reference)"
 # what a perfect prediction would give: the prediction-file stem and the row's label
 LIMITS = (
     ("truth_image", "truth image (a perfect per-pixel prediction)"),
@@ -65,20 +77,28 @@ LEARNED_FIGURES = ("element_auc", "neutral_auc", "pixel_rmse", "mean_iou", "occu
 
 
 def generate_config(
-    sample_dir: Path, mu: float, jets: int, jets_per_file: int = JETS_PER_FILE, pool_events: int | None = None
+    sample_dir: Path,
+    mu: float,
+    jets: int,
+    jets_per_file: int = JETS_PER_FILE,
+    pool_events: int | None = None,
+    top: bool = False,
 ) -> dict:
-    """The ``generate`` mapping of the benchmark's sample, as ``python -m hepnn.generate`` composes it."""
+    """The ``generate`` mapping of the benchmark's QCD sample (or, with ``top``, of its top jets:
+    ``generate=toptag_pu`` without the QCD process), as ``python -m hepnn.generate`` composes it."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from hepnn.utils.config import config_dir, register_resolvers
 
     register_resolvers()
+    process = "ttbar" if top else "qcd"
     overrides = [
-        "generate=qcd_pu",
+        "generate=toptag_pu" if top else "generate=qcd_pu",
+        *(["generate.processes.qcd=null"] if top else []),
         f"generate.output_dir={sample_dir}",
         f"generate.pileup.mu={mu}",
-        f"generate.processes.qcd.n_jets={jets}",
+        f"generate.processes.{process}.n_jets={jets}",
         f"generate.jets_per_file={min(jets_per_file, jets)}",
         *([f"generate.pileup.pool_events={pool_events}"] if pool_events else []),
     ]
@@ -87,11 +107,12 @@ def generate_config(
     return OmegaConf.to_container(cfg.generate, resolve=True)
 
 
-def ensure_sample(sample_dir: Path, mu: float, args) -> None:
+def ensure_sample(sample_dir: Path, mu: float, args, jets: int | None = None, top: bool = False) -> None:
     """Generate what is missing of the sample (resumes an interrupted generation)."""
     from hepnn.sim.kinds import build_sample
 
-    values = generate_config(sample_dir, mu, args.jets, args.jets_per_file, args.pool_events)
+    jets = args.jets if jets is None else jets
+    values = generate_config(sample_dir, mu, jets, args.jets_per_file, args.pool_events, top=top)
     workers = args.workers
     if workers:
         values["workers"] = workers
@@ -125,15 +146,62 @@ def train_preset(preset: str, sample_dir: Path, run_dir: Path, args) -> float:
     return time.perf_counter() - start
 
 
-def read_run(run_dir: Path) -> dict[str, np.ndarray]:
-    """A finished run's test predictions: columns sorted by (source file name, entry), plus
-    ``source`` (the file of each row)."""
-    with uproot.open(run_dir / "predictions" / "test.root") as f:
+def read_run(run_dir: Path, name: str = "test.root") -> dict[str, np.ndarray]:
+    """A finished run's predictions (``predictions/<name>``): columns sorted by (source file name,
+    entry), plus ``source`` (the file of each row)."""
+    with uproot.open(run_dir / "predictions" / name) as f:
         sources = [str(p) for p in json.loads(str(f["source_files"]))]
         columns = f["predictions"].arrays(library="np")
     columns["source"] = np.array(sources)[columns["file_index"]]
     order = np.lexsort((columns["entry"], [Path(s).name for s in columns["source"]]))
     return {k: v[order] for k, v in columns.items()}
+
+
+def evaluate_on_tops(preset: str, run_dir: Path, top_dir: Path, out_dir: Path) -> None:
+    """Apply a trained preset's best checkpoint to every top jet (``python -m hepnn.evaluate``),
+    unless ``out_dir`` already holds the result."""
+    if (out_dir / "predictions" / "evaluate.root").is_file():
+        return
+    summary = json.loads((run_dir / "summary.json").read_text())
+    command = [
+        sys.executable,
+        "-m",
+        "hepnn.evaluate",
+        f"ckpt_path={summary['best_checkpoint']}",
+        f"data.files={top_dir}/ttbar_*.root",
+        f"hydra.run.dir={out_dir}",
+        "data.progress_bar=false",
+    ]
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_dir.parent / f"{out_dir.name}.log", "a") as log:
+        log.write(f"\n$ {' '.join(command)}\n")
+        log.flush()
+        result = subprocess.run(command, cwd=project_root(), stdout=log, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise RuntimeError(f"{preset} on the top jets failed ({result.returncode}); see {out_dir}.log")
+
+
+def top_peaks(top_runs: dict[str, Path], seed: int = 0) -> tuple[int, dict[str, dict]]:
+    """The top-jet mass peak (position and width, GeV, with bootstrap errors) of every method on
+    the same top jets: the jets without pile-up, every rule and every learned preset (its
+    evaluation on the top jets). Returns the number of top jets and ``{method label: figures}``."""
+    first = next(iter(top_runs.values()))
+    reference = read_run(first, "evaluate.root")
+    key = entries_key(reference)
+    jets = test_jets(reference["source"], reference["entry"])
+    masses = {NO_PILEUP: ak.to_numpy(jets[TRUTH[1]]).astype(np.float64)}
+    for method in rules.METHODS:
+        masses[RULE_LABELS[method]] = rules.corrected(jets, method, RADIUS)[1]
+    for preset, out_dir in top_runs.items():
+        run = read_run(out_dir, "evaluate.root")
+        if entries_key(run) != key:
+            raise RuntimeError(f"{out_dir}: its top jets differ from those of {first}")
+        masses[preset] = run["mass_corrected"]
+    peaks = {}
+    for label, mass in masses.items():
+        found = peak_estimates(mass, seed=seed)
+        peaks[label] = {f"top_{k}": [found[k].value, found[k].error] for k in PEAK_FIGURES}
+    return len(key), peaks
 
 
 def test_jets(sources: np.ndarray, entries: np.ndarray) -> ak.Array:
@@ -230,30 +298,40 @@ def learned_text(row: dict) -> str:
     return ""
 
 
+def with_top_peaks(result: dict, n_top: int, peaks: dict[str, dict]) -> dict:
+    """The result of one mu with the top-jet mass peak of every method that has one, and the
+    jets without pile-up as the first row."""
+    rows = [{"method": NO_PILEUP, "kind": "reference", **peaks[NO_PILEUP]}]
+    rows += [{**row, **peaks.get(row["method"], {})} for row in result["rows"] if row["kind"] != "reference"]
+    return {**result, "top_jets": n_top, "rows": rows}
+
+
+def pair_text(row: dict, keys: tuple[str, str], sign: str = "") -> str:
+    if not all(k in row for k in keys):
+        return ""
+    return " / ".join(f"{row[k][0]:{sign}.1f} ± {row[k][1]:.1f}" for k in keys)
+
+
 def table(result: dict) -> str:
     """The Markdown table of one mu."""
     best = RULE_LABELS[result["best_rule"]]
+    tops = f"; the top mass peak of {result['top_jets']} top jets" if result.get("top_jets") else ""
     lines = [
         f"mu = {result['mu']:g}: {result['test_jets']} test jets (QCD, 550 < pT < 650 GeV, anti-kT R = 0.8), "
-        f"against the same jets without pile-up; bias = median, resolution = 68 % half-width, GeV",
+        f"against the same jets without pile-up; bias = median, resolution = 68 % half-width{tops}, GeV",
         "",
         "| method | pT bias | pT resolution | mass bias | mass resolution "
-        f"| resolution - {best} (pT / mass) "
+        f"| resolution - {best} (pT / mass) | top mass peak / width "
         "| per-particle AUC (all / neutral), or per pixel: RMSE or mean IoU and accuracy (occupied) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
-        cells = [f"{row[k][0]:.1f} ± {row[k][1]:.1f}" for k in FIGURES]
-        difference = row.get(f"minus_{result['best_rule']}")
-        diff = (
-            " / ".join(
-                f"{difference[k][0]:+.1f} ± {difference[k][1]:.1f}"
-                for k in ("pt_resolution", "mass_resolution")
-            )
-            if difference
-            else ""
+        cells = [f"{row[k][0]:.1f} ± {row[k][1]:.1f}" if k in row else "" for k in FIGURES]
+        diff = pair_text(
+            row.get(f"minus_{result['best_rule']}", {}), ("pt_resolution", "mass_resolution"), "+"
         )
-        lines.append(f"| {row['method']} | {' | '.join(cells)} | {diff} | {learned_text(row)} |")
+        peak = pair_text(row, tuple(f"top_{k}" for k in PEAK_FIGURES))
+        lines.append(f"| {row['method']} | {' | '.join(cells)} | {diff} | {peak} | {learned_text(row)} |")
     return "\n".join(lines)
 
 
@@ -269,6 +347,12 @@ def main(argv=None) -> int:
         "--presets",
         default="pileup_unet,pileup_gru,pileup_pfn,pileup_segment",
         help="learned presets, comma-separated",
+    )
+    parser.add_argument(
+        "--top-jets", type=int, default=4000, help="top jets for the mass peak (0: no top-jet columns)"
+    )
+    parser.add_argument(
+        "--top-sample-dir", type=Path, default=None, help="default: data/results/pileup_top_mu<mu>"
     )
     parser.add_argument("--max-epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=5)
@@ -302,6 +386,14 @@ def main(argv=None) -> int:
                 print(f"{preset} at mu = {mu:g}: trained in {seconds:.0f} s", flush=True)
             runs[preset] = run_dir
         result = mu_result(mu, runs)
+        if args.top_jets:
+            top_dir = args.top_sample_dir or root / "data" / "results" / f"pileup_top_{tag}"
+            ensure_sample(top_dir, mu, args, jets=args.top_jets, top=True)
+            top_runs = {}
+            for preset, run_dir in runs.items():
+                top_runs[preset] = runs_dir / f"{preset}_top"
+                evaluate_on_tops(preset, run_dir, top_dir, top_runs[preset])
+            result = with_top_peaks(result, *top_peaks(top_runs))
         results_dir.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps(result, indent=1) + "\n")
         print(table(result), "\n", flush=True)

@@ -253,6 +253,8 @@ def test_the_pileup_benchmark_tabulates_the_rules_and_the_learned_cleaning_on_on
             "--pool-events=300",
             "--workers=1",
             "--max-epochs=1",
+            "--top-jets=80",
+            f"--top-sample-dir={tmp_path / 'tops'}",
             f"--sample-dir={qcd_pu_sample}",
             f"--runs-dir={tmp_path / 'runs'}",
             f"--results-dir={tmp_path / 'results'}",
@@ -263,8 +265,17 @@ def test_the_pileup_benchmark_tabulates_the_rules_and_the_learned_cleaning_on_on
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     saved = json.loads((tmp_path / "results" / "mu30.json").read_text())
-    assert saved["test_jets"] == 24
+    assert saved["test_jets"] == 24 and saved["top_jets"] == 80
     rows = {row["method"]: row for row in saved["rows"]}
+    reference = rows.pop("jets without pile-up (the reference)")
+    # the top jets without pile-up peak near the top mass; pile-up moves the peak up, CHS takes
+    # part of that back, and every learned row has a peak too
+    assert 150.0 < reference["top_peak_position"][0] < 200.0
+    assert rows["no correction"]["top_peak_position"][0] > reference["top_peak_position"][0] + 10.0
+    assert rows["CHS"]["top_peak_position"][0] < rows["no correction"]["top_peak_position"][0]
+    assert all(
+        "top_peak_width" in rows[p] for p in ("pileup_unet", "pileup_gru", "pileup_pfn", "pileup_segment")
+    )
     assert list(rows)[:6] == [
         "no correction",
         "CHS",
@@ -279,7 +290,8 @@ def test_the_pileup_benchmark_tabulates_the_rules_and_the_learned_cleaning_on_on
     presets = ("pileup_unet", "pileup_gru", "pileup_pfn", "pileup_segment")
     assert all(f"minus_{saved['best_rule']}" in rows[p] for p in presets)
     table = [line for line in result.stdout.splitlines() if line.startswith("|")]
-    assert len(table) == 2 + 6 + 4 + 3 and "±" in table[2]  # rules, learned presets, three limits
+    # the reference, rules, learned presets, three limits
+    assert len(table) == 2 + 1 + 6 + 4 + 3 and "±" in table[3] and "top mass peak" in table[0]
     learned = [rows[p] for p in presets]
     assert "pixel_rmse" in learned[0] and all("neutral_auc" in row for row in learned[1:3])
-    assert 0.0 <= learned[3]["mean_iou"] <= 1.0 and "IoU" in table[2 + 6 + 3]
+    assert 0.0 <= learned[3]["mean_iou"] <= 1.0 and "IoU" in table[3 + 6 + 3]
