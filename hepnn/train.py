@@ -87,9 +87,12 @@ def _fit_and_test(
         # of that epoch too, paths of later checkpoints included
         last = last_checkpoint(trainer)
         if cfg.get("test", True):
-            test_ckpt = best or None
+            # without training, the test is of the checkpoint named by ckpt_path
+            test_ckpt = (best or None) if cfg.get("train", True) else ckpt_path
             if test_ckpt is None and cfg.get("train", True):
                 log.warning("no best checkpoint was saved (e.g. fast_dev_run); testing the current weights")
+            elif test_ckpt is None:
+                log.warning("train=false without ckpt_path: testing the initial weights")
             trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt)
 
     writer = next((c for c in trainer.callbacks if isinstance(c, RootPredictionWriter)), None)

@@ -140,6 +140,20 @@ def test_resume_from_last_checkpoint_trains_only_the_remaining_epochs(trained, j
     assert summary["epochs"] == 7
 
 
+def test_without_training_the_test_is_of_the_checkpoint_named_by_ckpt_path(trained, jet_sample, tmp_path):
+    _, summary = trained
+    tested = run_training(
+        tmp_path,
+        f"data.files={jet_sample}/*.root",
+        "trainer.max_epochs=6",
+        "data.num_workers=0",
+        "train=false",
+        f"ckpt_path={summary['best_checkpoint']}",
+    )
+    assert tested["test/auc"] == pytest.approx(summary["test/auc"], abs=1e-6)
+    assert tested["test/auc"] > 0.85
+
+
 def test_fast_dev_run_from_the_command_line(jet_sample, tmp_path, monkeypatch):
     # an srun on the PATH, as on a Slurm login node: Lightning's hint to use it is not shown
     (tmp_path / "bin").mkdir()
