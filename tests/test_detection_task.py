@@ -296,6 +296,26 @@ def test_with_a_cone_the_pt_output_calibrates_the_cone_around_the_predicted_axis
         make_task(channels=["ecal", "hcal", "tracks"], cone={"channels": ["preshower"]})
 
 
+def test_a_quantity_the_net_does_not_calibrate_is_the_cone_s_own():
+    """``cone.calibrate: [mass]``: the pT of every cell is the cone's pT around its axis, the pT
+    loss term is zero, and the mass is still the net's calibration of the cone mass."""
+    cone = {"channels": ["ecal", "hcal"], "calibrate": ["mass"]}
+    task = make_task(channels=["ecal", "hcal", "tracks"], cone=cone)
+    batch = objects_batch(EVENTS)
+    raw, discs = task._raw(batch)
+    outputs = task._with_cones(raw, discs)
+    cells = task.decoded(outputs.detach())
+    n = len(OUTPUTS) + len(CLASSES)
+    torch.testing.assert_close(cells["pt"], outputs[:, n].detach().clamp(min=1.0))
+    cone_mass = outputs[:, n + 1].detach().clamp(min=1.0)
+    torch.testing.assert_close(cells["mass"], cone_mass * torch.exp(outputs[:, 6].detach()))
+    terms = task.losses(outputs, task.truth_objects(batch), discs)
+    assert float(terms["pt"]) == 0.0 and float(terms["mass"]) > 0.0
+    for bad in (["energy"], "pt"):
+        with pytest.raises(ConfigError, match=r"model.cone.calibrate must list some of \['pt', 'mass'\]"):
+            make_task(channels=["ecal", "hcal", "tracks"], cone={**cone, "calibrate": bad})
+
+
 def test_with_cone_inputs_the_net_reads_the_cone_mass_of_every_pixel():
     """Two hard pixels 0.5 apart in phi: the cone around a pixel between them holds their pair
     mass, and the net's fifth input channel is log(1 + that mass / mass_reference)."""

@@ -16,7 +16,9 @@ pt_reference)`` and ``log(mass / mass_reference)``; weighted by ``loss_weights``
 (``{channels, radius}``) the pT and mass outputs are instead the log calibration of the cone jet,
 the named calorimeter channels summed within the radius around the axis
 (:mod:`hepnn.detection.cone_jets`): trained against the cone around the true axis, applied to the
-cone around the predicted one, so that the net finds the axis and the calorimeter measures. With
+cone around the predicted one, so that the net finds the axis and the calorimeter measures.
+``cone.calibrate`` names what the net calibrates (default ``[pt, mass]``); a quantity left out is
+the cone's own (its loss term is zero), as anti-kT jets of the cells are measured. With
 ``cone.inputs`` the net also reads, per pixel, ``log(1 + pT / pt_reference)`` and ``log(1 + mass /
 mass_reference)`` of the cone centred on that pixel: the jet mass a physicist would tag on,
 which a few convolutions of pixel energies cannot easily form themselves.
@@ -60,6 +62,8 @@ from hepnn.utils import validation as check
 
 FIELDS = ("eta", "phi", "radius", "class", "pt", "mass")
 LOSS_TERMS = ("objectness", "box", "class", "pt", "mass")
+# what the net may calibrate of the cone around the predicted axis (model.cone.calibrate)
+CALIBRATED = ("pt", "mass")
 NMS_MODES = ("delta_r", "iou")
 BOX_COLUMNS = ("eta", "phi", "width_eta", "width_phi", "score", "class", "pt", "mass")
 TRUE_COLUMNS = ("eta", "phi", "radius", "class", "pt", "mass")
@@ -178,9 +182,12 @@ class DetectionTask(TaskBase):
         self.pt_bins = [float(x) for x in pt_bins]
         self.cones = None
         self.cone_inputs = False
+        self.calibrated = CALIBRATED
         if cone is not None:
             cone = dict(
-                check.mapping(cone, "model.cone", ["channels", "radius", "inputs"], required=["channels"])
+                check.mapping(
+                    cone, "model.cone", ["channels", "radius", "inputs", "calibrate"], required=["channels"]
+                )
             )
             names = [str(c) for c in channels or ()]
             unknown = [c for c in cone["channels"] if c not in names]
@@ -191,6 +198,12 @@ class DetectionTask(TaskBase):
             radius = check.positive_number(cone.get("radius", 0.8), "model.cone.radius")
             self.cones = ConeJets(self.image_grid, radius, [names.index(c) for c in cone["channels"]])
             self.cone_inputs = check.boolean(cone.get("inputs", False), "model.cone.inputs")
+            calibrate = cone.get("calibrate", list(CALIBRATED))
+            if isinstance(calibrate, str) or not all(q in CALIBRATED for q in calibrate):
+                raise ConfigError(
+                    f"model.cone.calibrate must list some of {list(CALIBRATED)}, got {calibrate!r}"
+                )
+            self.calibrated = tuple(str(q) for q in calibrate)
         fed = len(channels or ()) + (2 if self.cone_inputs else 0)
         expected = getattr(net, "in_channels", None)
         if channels is not None and expected is not None and expected != fed:
@@ -273,6 +286,13 @@ class DetectionTask(TaskBase):
         n = len(OUTPUTS) + len(self.classes)
         return o[:, n].clamp(min=1.0), o[:, n + 1].clamp(min=1.0)
 
+    def _calibrated(self, quantity: str, scale, log_correction: torch.Tensor) -> torch.Tensor:
+        """``scale`` times the net's correction, or (a cone quantity the net does not calibrate) the
+        cone's own value."""
+        if quantity not in self.calibrated:
+            return scale * torch.ones_like(log_correction)
+        return scale * torch.exp(log_correction.clamp(max=10.0))
+
     def decoded(self, outputs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-cell physical quantities of raw outputs: ``objectness`` probability, ``eta``, ``phi``,
         ``width_eta``, ``width_phi`` (rad), ``pt``, ``mass`` (GeV), each ``(B, n_eta, n_phi)``, and
@@ -288,8 +308,8 @@ class DetectionTask(TaskBase):
             "phi": phi,
             "width_eta": w_eta,
             "width_phi": w_phi,
-            "pt": pt_scale * torch.exp(o[:, 5].clamp(max=10.0)),
-            "mass": mass_scale * torch.exp(o[:, 6].clamp(max=10.0)),
+            "pt": self._calibrated("pt", pt_scale, o[:, 5]),
+            "mass": self._calibrated("mass", mass_scale, o[:, 6]),
             "probabilities": torch.softmax(o[:, len(OUTPUTS) : len(OUTPUTS) + len(self.classes)], dim=1),
         }
 
@@ -399,8 +419,10 @@ class DetectionTask(TaskBase):
             pt_scale, mass_scale = cone_pt.clamp(min=1.0).double(), cone_mass.clamp(min=1.0).double()
         log_pt = torch.log(truth["pt"][k].clamp(min=1e-3) / pt_scale).float()
         log_mass = torch.log(truth["mass"][k].clamp(min=1.0) / mass_scale).float()
-        terms["pt"] = F.smooth_l1_loss(cells[:, 5], log_pt, beta=0.1)
-        terms["mass"] = F.smooth_l1_loss(cells[:, 6], log_mass, beta=0.1)
+        for column, name, target in ((5, "pt", log_pt), (6, "mass", log_mass)):
+            calibrated = name in self.calibrated
+            loss = F.smooth_l1_loss(cells[:, column], target, beta=0.1)
+            terms[name] = loss if calibrated else loss * 0.0
         return terms
 
     def _step(self, batch: dict, stage: str):
