@@ -161,6 +161,37 @@ def bootstrap(pred: dict, truth: dict, n_events: int, settings, classes, resampl
     return central, {k: np.asarray(v, dtype=np.float64) for k, v in draws.items()}
 
 
+def common_bootstrap(rows: dict, n_events: int, delta_r: float, resamples: int, seed: int) -> dict:
+    """Per row, the pT and mass bias and resolution on the truth jets every row found
+    (``<figure>_common``, :func:`hepnn.detection.average_precision.common_response_figures`) and
+    their values on the bootstrap resamples of :func:`bootstrap` (the same ``seed``, the same
+    events). ``rows``: ``{name: (pred, truth, score_threshold)}``, the truth the same for all."""
+    names = list(rows)
+    truth = rows[names[0]][1]
+
+    def figures_of(events: np.ndarray | None) -> list[dict]:
+        pick = (lambda o: o) if events is None else (lambda o: resample(o, events))
+        found = metrics.common_response_figures(
+            [pick(rows[n][0]) for n in names],
+            pick(truth),
+            [rows[n][2] for n in names],
+            delta_r_threshold=delta_r,
+        )
+        return [{(k if k == "n_common" else f"{k}_common"): v for k, v in f.items()} for f in found]
+
+    central = figures_of(None)
+    rng = np.random.default_rng(seed)
+    draws = [{k: [] for k in c} for c in central]
+    for _ in range(resamples):
+        for row, values in zip(draws, figures_of(rng.integers(0, n_events, n_events)), strict=True):
+            for k in row:
+                row[k].append(values[k])
+    return {
+        n: (c, {k: np.asarray(v, dtype=np.float64) for k, v in d.items()})
+        for n, c, d in zip(names, central, draws, strict=True)
+    }
+
+
 def with_errors(central: dict, draws: dict) -> dict:
     """Each figure and the standard deviation of its bootstrap values."""
     return {k: (central[k], float(np.nanstd(draws[k]))) for k in central}
@@ -231,24 +262,33 @@ def main(argv=None) -> None:
     rows, resampled = {}, {}
     # every baseline jet is a found object: its score only ranks it within its class
     baseline_settings = {**settings, "efficiency_score": 0.0}
+    flat = {}
     for name, columns, chosen in (
         ("detector", detector_columns, settings),
         ("anti-kT + mass tag", baseline, baseline_settings),
     ):
         pred, truth = flat_objects({**columns, **truth_columns})
+        flat[name] = (pred, truth, chosen["efficiency_score"])
         resampled[name] = bootstrap(pred, truth, n_events, chosen, classes, args.resamples, args.seed)
+    # resolutions compared on the same jets: those both found
+    common = common_bootstrap(flat, n_events, settings["match"]["delta_r"], args.resamples, args.seed)
+    for name in resampled:
+        central, draws = resampled[name]
+        resampled[name] = ({**central, **common[name][0]}, {**draws, **common[name][1]})
         rows[name] = with_errors(*resampled[name])
     difference = paired_differences(resampled["detector"], resampled["anti-kT + mass tag"])
     summary = json.loads((args.run_dir / "summary.json").read_text())
     speed = {"detector": summary.get("test/entries_per_second"), "anti-kT + mass tag": baseline_rate}
 
     windows = {classes[c]: w for c, w in tag.windows().items()}
+    n_common = int(common["detector"][0]["n_common"])
     print(
         f"\n{n_events} test events ({sources[0]} ...); baseline jets pT > {args.baseline_pt_min} GeV; "
-        f"mass-tag windows (GeV): {windows}\n"
+        f"mass-tag windows (GeV): {windows}; *_common: on the {n_common} truth jets both found\n"
     )
     names = ["map_dr", *(f"ap_dr_{c}" for c in classes), "map_iou", *(f"ap_iou_{c}" for c in classes)]
     names += [k for k in FIGURES if k != "map"]
+    names += [f"{k}_common" for k in FIGURES if k.startswith(("pt_", "mass_"))]
     columns = {**rows, "detector - baseline (paired)": difference}
     print("| figure | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))
@@ -271,6 +311,7 @@ def main(argv=None) -> None:
             "rows": {r: {k: list(v) for k, v in row.items()} for r, row in rows.items()},
             "detector_minus_baseline": {k: list(v) for k, v in difference.items()},
             "events_per_second": speed,
+            "truth_jets_both_found": n_common,
         }
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
 

@@ -12,6 +12,7 @@ from hepnn.detection.average_precision import (
     average_precision,
     average_precision_per_class,
     binned_fraction,
+    common_response_figures,
     detection_figures,
     precision_recall,
     response,
@@ -502,3 +503,39 @@ def test_detection_figures_efficiency_fake_rate_response():
     # truth there), 0.3 TP: AP = 1/2 * 1 + 1/2 * 2/4 = 3/4; class 1 has no prediction: 0
     assert out.average_precision.ap.tolist() == pytest.approx([0.75, 0.0])
     assert summary["map"] == pytest.approx(0.375)
+
+
+def test_resolutions_of_two_reconstructions_are_taken_on_the_jets_both_found():
+    # the detector (score >= 0.5) finds the 100 and 250 GeV truths; the baseline finds all three
+    truth = event_columns(
+        [
+            (0, 0.0, 0.0, 0.8, 0.8, 0, 30.0, 5.0),
+            (0, 1.0, 2.0, 0.8, 0.8, 0, 100.0, 20.0),
+            (1, 0.0, -PI, 0.8, 0.8, 1, 250.0, 100.0),
+        ],
+        with_score=False,
+    )
+    detector = event_columns(
+        [
+            (0, 0.9, 1.0, 2.0, 0.8, 0.8, 0, 110.0, 22.0),
+            (0, 0.3, 0.0, 0.0, 0.8, 0.8, 0, 30.0, 5.0),  # below the score threshold
+            (1, 0.7, 0.0, PI - 0.02, 0.8, 0.8, 1, 225.0, 90.0),
+        ],
+        with_score=True,
+    )
+    baseline = event_columns(
+        [
+            (0, 0.1, 0.05, 0.0, 0.8, 0.8, 0, 33.0, 5.0),
+            (0, 0.1, 1.0, 2.05, 0.8, 0.8, 0, 105.0, 20.0),
+            (1, 0.1, 0.0, -PI + 0.01, 0.8, 0.8, 1, 260.0, 100.0),
+        ],
+        with_score=True,
+    )
+    found, anti_kt = common_response_figures([detector, baseline], truth, [0.5, 0.0], delta_r_threshold=0.4)
+    assert found["n_common"] == anti_kt["n_common"] == 2
+    # detector: +0.1 and -0.1; baseline on the same two jets: +0.05 and +0.04 (its +0.1 on the
+    # 30 GeV jet the detector missed is left out)
+    assert found["pt_bias"] == pytest.approx(0.0) and found["pt_resolution"] == pytest.approx(0.68 * 0.2 / 2)
+    assert anti_kt["pt_bias"] == pytest.approx(0.045)
+    assert anti_kt["pt_resolution"] == pytest.approx(0.68 * 0.01 / 2)
+    assert anti_kt["mass_bias"] == pytest.approx(0.0)

@@ -373,3 +373,10 @@ def test_the_benchmark_compares_the_detector_with_anti_kt_on_the_same_events(tra
     # anti-kT on the calorimeter cells finds the truth jets: most of them above its pT threshold
     assert baseline["efficiency"][0] > 0.5
     assert 0.0 <= baseline["pt_resolution"][0] < 0.2
+    # the resolutions on the truth jets both found: the same jets for both rows, no more than
+    # either found alone
+    assert detector["n_common"][0] == baseline["n_common"][0] == result["truth_jets_both_found"]
+    with uproot.open(summary["predictions"]) as f:
+        n_truth = int(ak.sum(ak.num(f["predictions"]["true_pt"].array())))
+    assert 0 <= result["truth_jets_both_found"] <= n_truth
+    assert "pt_resolution_common" in detector and "pt_resolution_common" in difference

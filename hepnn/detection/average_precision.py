@@ -321,3 +321,51 @@ def detection_figures(
     pt_response = response(pred_pt[pairs], true_pt[partner])
     mass_response = response(_column(pred, "mass", "pred")[pairs], _column(truth, "mass", "truth")[partner])
     return DetectionFigures(ap, efficiency, fake_rate, pt_response, mass_response, pred_to_true, true_to_pred)
+
+
+def matched_truth(
+    pred: Mapping,
+    truth: Mapping,
+    *,
+    score_threshold: float = 0.5,
+    iou_threshold: float | None = None,
+    delta_r_threshold: float | None = None,
+) -> np.ndarray:
+    """For every truth object, the index of the prediction (``score >= score_threshold``,
+    class-agnostic) it is matched to, or -1 (the matching of :func:`detection_figures`)."""
+    iou_threshold, delta_r_threshold = _thresholds(iou_threshold, delta_r_threshold)
+    selected = _column(pred, "score", "pred") >= score_threshold
+    return _match(pred, truth, selected, iou_threshold, delta_r_threshold, False)[1]
+
+
+def common_response_figures(
+    preds: Sequence[Mapping],
+    truth: Mapping,
+    score_thresholds: Sequence[float],
+    *,
+    iou_threshold: float | None = None,
+    delta_r_threshold: float | None = None,
+) -> list[dict[str, float]]:
+    """:func:`response_figures` of several reconstructions (``preds``, each with its score
+    threshold) on the same truth objects: those that every one of them found. Resolutions of
+    different reconstructions are comparable only on the same jets, since a method that finds
+    fewer jets may drop the hard-to-measure ones. Each dict also holds ``n_common``."""
+    found = [
+        matched_truth(
+            pred,
+            truth,
+            score_threshold=threshold,
+            iou_threshold=iou_threshold,
+            delta_r_threshold=delta_r_threshold,
+        )
+        for pred, threshold in zip(preds, score_thresholds, strict=True)
+    ]
+    common = np.logical_and.reduce([f >= 0 for f in found])
+    true_pt, true_mass = _column(truth, "pt", "truth")[common], _column(truth, "mass", "truth")[common]
+    out = []
+    for pred, partner in zip(preds, found, strict=True):
+        index = partner[common]
+        pred_pt, pred_mass = _column(pred, "pt", "pred")[index], _column(pred, "mass", "pred")[index]
+        figures = response_figures(pred_pt, true_pt, pred_mass, true_mass)
+        out.append({**figures, "n_common": float(common.sum())})
+    return out
