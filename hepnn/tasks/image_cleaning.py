@@ -31,8 +31,7 @@ no-pile-up jet beside them); with ``write_images`` also ``image_predicted`` and 
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -42,7 +41,7 @@ from torch import nn
 from hepnn.errors import ConfigError
 from hepnn.pileup.image_jets import image_jet
 from hepnn.tasks import corrected_jets
-from hepnn.tasks.base import Plot, TaskBase, finite_figures, provenance_and_observers, provenance_columns
+from hepnn.tasks.base import provenance_and_observers, provenance_columns
 
 LOSSES = ("log_mse", "mse")
 OUTPUTS = ("fraction", "energy")
@@ -54,7 +53,7 @@ JETS = (
 )
 
 
-class ImageCleaningTask(TaskBase):
+class ImageCleaningTask(corrected_jets.ImageJetsTask):
     """Predicts the leading-vertex neutral pT per pixel of a jet image (see the module docstring).
 
     ``channels`` are the names of the input image's channels (``data.inputs.<group>.channels``);
@@ -66,6 +65,8 @@ class ImageCleaningTask(TaskBase):
     """
 
     kind = "image_cleaning"
+    jets = JETS
+    limit = "truth_image"
     export_output_name = "cleaned_neutral_pt"
 
     def __init__(
@@ -88,14 +89,11 @@ class ImageCleaningTask(TaskBase):
         pretrained: Mapping | None = None,
     ):
         super().__init__(net, inputs, optimizer, scheduler, scheduler_interval, pretrained)
-        if len(self.inputs) != 1:
-            raise ConfigError(f"model.inputs must name the one input image, got {self.inputs}")
+        self.image_settings(target, grid, pixel_scale, truth_observers, write_images)
         if loss not in LOSSES:
             raise ConfigError(f"model.loss must be one of {LOSSES}, got {loss!r}")
         if output not in OUTPUTS:
             raise ConfigError(f"model.output must be one of {OUTPUTS}, got {output!r}")
-        if not float(pixel_scale) > 0:
-            raise ConfigError(f"model.pixel_scale must be a positive pT (GeV), got {pixel_scale!r}")
         self.channels = [str(c) for c in channels]
         unknown = [c for c in [*kept_channels, cleaned_channel] if c not in self.channels]
         if unknown:
@@ -107,16 +105,8 @@ class ImageCleaningTask(TaskBase):
             raise ConfigError(f"model.cleaned_channel {cleaned_channel!r} is also in model.kept_channels")
         self.kept = [self.channels.index(c) for c in kept_channels]
         self.cleaned = self.channels.index(cleaned_channel)
-        self.target = str(target)
-        self.grid = {k: (list(v) if isinstance(v, Sequence) else v) for k, v in dict(grid).items()}
-        self.pixel_scale = float(pixel_scale)
         self.loss_name = loss
         self.output = output
-        truth = dict(truth_observers or {})
-        if truth and set(truth) != {"pt", "mass"}:
-            raise ConfigError(f"model.truth_observers must map pt and mass to observers, got {truth}")
-        self.truth_observers = truth
-        self.write_images = bool(write_images)
 
     # ------------------------------------------------------------------------------------------------
     # the prediction
@@ -189,18 +179,9 @@ class ImageCleaningTask(TaskBase):
             row["image_target"] = target.float().cpu().numpy()
         self._rows.append({**row, **provenance_and_observers(batch)})
 
-    def on_validation_epoch_start(self) -> None:
-        self._rows = []
-
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         _, image, predicted, target = self._step(batch, "val")
         self._keep_row(batch, image, predicted, target)
-
-    def on_validation_epoch_end(self) -> None:
-        merged = self.gathered()
-        if merged is not None:
-            figures, _ = self.test_figures(merged)
-            self.log_dict(finite_figures("val", figures), sync_dist=True)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         _, image, predicted, target = self._step(batch, "test")
@@ -215,18 +196,6 @@ class ImageCleaningTask(TaskBase):
     # ------------------------------------------------------------------------------------------------
     # figures
     # ------------------------------------------------------------------------------------------------
-
-    def truth(self, predictions: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """pT and mass (GeV) of the jets the corrections are judged against."""
-        if self.truth_observers:
-            keys = [f"observer:{self.truth_observers[k]}" for k in ("pt", "mass")]
-            missing = [k.removeprefix("observer:") for k in keys if k not in predictions]
-            if missing:
-                raise ConfigError(
-                    f"model.truth_observers names {missing}, which data.observers does not list"
-                )
-            return predictions[keys[0]], predictions[keys[1]]
-        return predictions["pt_truth_image"], predictions["mass_truth_image"]
 
     def test_figures(self, predictions: Mapping[str, np.ndarray]) -> tuple[dict[str, float], dict]:
         true_pt, true_mass = self.truth(predictions)
@@ -245,13 +214,6 @@ class ImageCleaningTask(TaskBase):
             columns["image_predicted"] = predictions["image_predicted"]
             columns["image_target"] = predictions["image_target"]
         return {**columns, **provenance_columns(predictions)}
-
-    def prediction_metadata(self) -> dict[str, str]:
-        return {
-            **super().prediction_metadata(),
-            "grid": json.dumps(self.grid),
-            "truth_observers": json.dumps(self.truth_observers),
-        }
 
     def summary_rows(self, summary: Mapping[str, object]) -> list[tuple[str, object]]:
         against = "no-pile-up jet" if self.truth_observers else "truth image"
@@ -275,27 +237,3 @@ class ImageCleaningTask(TaskBase):
             "note": "predicted leading-vertex neutral pT per pixel; the cleaned jet is the sum of the "
             f"kept channels {[self.channels[k] for k in self.kept]} and this image",
         }
-
-    # ------------------------------------------------------------------------------------------------
-    # reading a predictions file back, and its plots
-    # ------------------------------------------------------------------------------------------------
-
-    @classmethod
-    def read_predictions(
-        cls, arrays: Callable[[Iterable[str]], dict], metadata: Mapping[str, str], path
-    ) -> dict:
-        """``{"kind", "task", "truth_observers", "pt": {jet: array}, "mass": {jet: array}, "truth":
-        {"pt", "mass"} or None}`` (GeV)."""
-        if "grid" not in metadata:
-            raise ValueError(f"{path} has no 'grid' string beside the predictions tree")
-        truth_observers = json.loads(metadata.get("truth_observers") or "{}")
-        jets = corrected_jets.read_jets(arrays, JETS, truth_observers)
-        return {"kind": cls.kind, "task": cls, "truth_observers": truth_observers, **jets}
-
-    @classmethod
-    def plots(cls, predictions: Mapping, summary: Mapping, label: str) -> list[Plot]:
-        if predictions["truth"]:
-            return corrected_jets.residual_plots(predictions, JETS, predictions["truth"], label)
-        # without the jets without pile-up, the truth image is the truth
-        truth = {q: predictions[q]["truth_image"] for q in corrected_jets.QUANTITIES}
-        return corrected_jets.residual_plots(predictions, JETS[:2], truth, label)

@@ -32,7 +32,7 @@ Predictions file, per jet: ``pt_``/``mass_corrected``, ``_uncorrected`` and ``_t
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ from torch import nn
 from hepnn.errors import ConfigError
 from hepnn.pileup.image_jets import image_jet
 from hepnn.tasks import corrected_jets
-from hepnn.tasks.base import Plot, TaskBase, finite_figures, provenance_and_observers, provenance_columns
+from hepnn.tasks.base import provenance_and_observers, provenance_columns
 
 CLASSES = ("empty", "hard_scatter", "pileup")
 EMPTY, HARD_SCATTER, PILEUP = range(len(CLASSES))
@@ -95,7 +95,7 @@ def segmentation_figures(confusion: np.ndarray) -> dict[str, float]:
     return figures
 
 
-class ImageSegmentationTask(TaskBase):
+class ImageSegmentationTask(corrected_jets.ImageJetsTask):
     """Labels every pixel of a jet image hard-scatter dominated, pile-up dominated or empty (see
     the module docstring).
 
@@ -106,6 +106,8 @@ class ImageSegmentationTask(TaskBase):
     """
 
     kind = "image_segmentation"
+    jets = JETS
+    limit = "truth_mask"
     export_output_name = "pixel_class_probabilities"
 
     def __init__(
@@ -128,12 +130,9 @@ class ImageSegmentationTask(TaskBase):
         pretrained: Mapping | None = None,
     ):
         super().__init__(net, inputs, optimizer, scheduler, scheduler_interval, pretrained)
-        if len(self.inputs) != 1:
-            raise ConfigError(f"model.inputs must name the one input image, got {self.inputs}")
+        self.image_settings(target, grid, pixel_scale, truth_observers, write_images)
         if pixels not in PIXELS:
             raise ConfigError(f"model.pixels must be one of {PIXELS}, got {pixels!r}")
-        if not float(pixel_scale) > 0:
-            raise ConfigError(f"model.pixel_scale must be a positive pT (GeV), got {pixel_scale!r}")
         self.target_channels = [str(c) for c in target_channels]
         unknown = [c for c in (hard_scatter_channel, pileup_channel) if c not in self.target_channels]
         if unknown or hard_scatter_channel == pileup_channel:
@@ -153,15 +152,7 @@ class ImageSegmentationTask(TaskBase):
         self.register_buffer(
             "class_weight", torch.tensor([float(weights.get(c, 1.0)) for c in CLASSES]), persistent=False
         )
-        self.target = str(target)
-        self.grid = {k: (list(v) if isinstance(v, Sequence) else v) for k, v in dict(grid).items()}
-        self.pixel_scale = float(pixel_scale)
         self.pixels = pixels
-        truth = dict(truth_observers or {})
-        if truth and set(truth) != {"pt", "mass"}:
-            raise ConfigError(f"model.truth_observers must map pt and mass to observers, got {truth}")
-        self.truth_observers = truth
-        self.write_images = bool(write_images)
 
     # ------------------------------------------------------------------------------------------------
     # the prediction
@@ -230,18 +221,9 @@ class ImageSegmentationTask(TaskBase):
             row["image_true_classes"] = true.to(torch.int8).cpu().numpy()
         self._rows.append({**row, **provenance_and_observers(batch)})
 
-    def on_validation_epoch_start(self) -> None:
-        self._rows = []
-
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         _, image, logits, true = self._step(batch, "val")
         self._keep_row(batch, image, logits, true)
-
-    def on_validation_epoch_end(self) -> None:
-        merged = self.gathered()
-        if merged is not None:
-            figures, _ = self.test_figures(merged)
-            self.log_dict(finite_figures("val", figures), sync_dist=True)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         _, image, logits, true = self._step(batch, "test")
@@ -256,18 +238,6 @@ class ImageSegmentationTask(TaskBase):
     # ------------------------------------------------------------------------------------------------
     # figures
     # ------------------------------------------------------------------------------------------------
-
-    def truth(self, predictions: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """pT and mass (GeV) of the jets the segmented jets are judged against."""
-        if self.truth_observers:
-            keys = [f"observer:{self.truth_observers[k]}" for k in ("pt", "mass")]
-            missing = [k.removeprefix("observer:") for k in keys if k not in predictions]
-            if missing:
-                raise ConfigError(
-                    f"model.truth_observers names {missing}, which data.observers does not list"
-                )
-            return predictions[keys[0]], predictions[keys[1]]
-        return predictions["pt_truth_mask"], predictions["mass_truth_mask"]
 
     def test_figures(self, predictions: Mapping[str, np.ndarray]) -> tuple[dict[str, float], dict]:
         true_pt, true_mass = self.truth(predictions)
@@ -288,12 +258,7 @@ class ImageSegmentationTask(TaskBase):
         return {**columns, **provenance_columns(predictions)}
 
     def prediction_metadata(self) -> dict[str, str]:
-        return {
-            **super().prediction_metadata(),
-            "grid": json.dumps(self.grid),
-            "classes": json.dumps(list(CLASSES)),
-            "truth_observers": json.dumps(self.truth_observers),
-        }
+        return {**super().prediction_metadata(), "classes": json.dumps(list(CLASSES))}
 
     def summary_rows(self, summary: Mapping[str, object]) -> list[tuple[str, object]]:
         against = "no-pile-up jet" if self.truth_observers else "truth-mask jet"
@@ -325,26 +290,3 @@ class ImageSegmentationTask(TaskBase):
             "note": "probability of each class per pixel; the segmented jet sums the pT of the pixels "
             "whose most probable class is hard_scatter",
         }
-
-    # ------------------------------------------------------------------------------------------------
-    # reading a predictions file back, and its plots
-    # ------------------------------------------------------------------------------------------------
-
-    @classmethod
-    def read_predictions(
-        cls, arrays: Callable[[Iterable[str]], dict], metadata: Mapping[str, str], path
-    ) -> dict:
-        """``{"kind", "task", "truth_observers", "pt": {jet: array}, "mass": {jet: array}, "truth":
-        {"pt", "mass"} or None}`` (GeV)."""
-        if "grid" not in metadata:
-            raise ValueError(f"{path} has no 'grid' string beside the predictions tree")
-        truth_observers = json.loads(metadata.get("truth_observers") or "{}")
-        jets = corrected_jets.read_jets(arrays, JETS, truth_observers)
-        return {"kind": cls.kind, "task": cls, "truth_observers": truth_observers, **jets}
-
-    @classmethod
-    def plots(cls, predictions: Mapping, summary: Mapping, label: str) -> list[Plot]:
-        if predictions["truth"]:
-            return corrected_jets.residual_plots(predictions, JETS, predictions["truth"], label)
-        truth = {q: predictions[q]["truth_mask"] for q in corrected_jets.QUANTITIES}
-        return corrected_jets.residual_plots(predictions, JETS[:2], truth, label)
