@@ -201,13 +201,13 @@ def _task_kwargs() -> dict:
 # a real training and the benchmark, on a small QCD sample with pile-up
 
 
-@pytest.fixture(scope="module")
-def cleaning_run(qcd_pu_sample, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pileup_unet")
+def short_image_run(preset: str, sample, out) -> tuple:
+    """Two epochs of a jet-image pile-up preset with a small U-Net on the QCD sample with pile-up,
+    the images written to the predictions file: ``(run directory, summary)``."""
     summary = run_training(
         out,
-        "experiment=pileup_unet",
-        f"data.files={qcd_pu_sample}/qcd_*.root",
+        f"experiment={preset}",
+        f"data.files={sample}/qcd_*.root",
         "trainer.max_epochs=2",
         "model.net.widths=[4,8]",
         "model.write_images=true",
@@ -215,6 +215,11 @@ def cleaning_run(qcd_pu_sample, tmp_path_factory):
         "data.progress_bar=false",
     )
     return out, summary
+
+
+@pytest.fixture(scope="module")
+def cleaning_run(qcd_pu_sample, tmp_path_factory):
+    return short_image_run("pileup_unet", qcd_pu_sample, tmp_path_factory.mktemp("pileup_unet"))
 
 
 def test_a_cleaning_run_writes_corrected_jets_beside_the_jets_without_pile_up(cleaning_run):

@@ -24,7 +24,7 @@ from hepnn.tasks.image_segmentation import (
     pixel_classes,
     segmentation_figures,
 )
-from tests.test_train import run_training
+from tests.test_image_cleaning import short_image_run
 
 GRID = {"n_eta": 9, "n_phi": 7, "eta": [-0.8, 0.8], "phi": [-0.8, 0.8]}
 
@@ -175,18 +175,7 @@ def test_bad_task_settings_are_refused_naming_the_key():
 
 @pytest.fixture(scope="module")
 def segment_run(qcd_pu_sample, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pileup_segment")
-    summary = run_training(
-        out,
-        "experiment=pileup_segment",
-        f"data.files={qcd_pu_sample}/qcd_*.root",
-        "trainer.max_epochs=2",
-        "model.net.widths=[4,8]",
-        "model.write_images=true",
-        "data.batch_size=32",
-        "data.progress_bar=false",
-    )
-    return out, summary
+    return short_image_run("pileup_segment", qcd_pu_sample, tmp_path_factory.mktemp("pileup_segment"))
 
 
 def test_a_segmentation_run_writes_segmented_jets_and_pixel_figures(segment_run):
