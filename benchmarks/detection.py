@@ -297,7 +297,8 @@ def main(argv=None) -> None:
         for name, row in columns.items():
             value, error = row.get(key, (np.nan, np.nan))
             sign = "+" if name.startswith("detector -") else ""
-            cells.append(f"{value:{sign}.3f} ± {error:.3f}")
+            digits = 4 if key.startswith(("pt_", "mass_")) else 3  # resolutions of a few per cent
+            cells.append(f"{value:{sign}.{digits}f} ± {error:.{digits}f}")
         print(f"| {key} | " + " | ".join(cells) + " |")
     rates = [f"{speed[r]:.0f}" if speed[r] else "-" for r in rows]
     print("| events/s | " + " | ".join([*rates, ""]) + " |")
