@@ -380,3 +380,25 @@ def test_the_benchmark_compares_the_detector_with_anti_kt_on_the_same_events(tra
         n_truth = int(ak.sum(ak.num(f["predictions"]["true_pt"].array())))
     assert 0 <= result["truth_jets_both_found"] <= n_truth
     assert "pt_resolution_common" in detector and "pt_resolution_common" in difference
+
+
+def test_the_cone_floor_benchmark_measures_every_cone_on_the_jets_anti_kt_found(events_sample, capsys):
+    """benchmarks/cone_floor.py on the small sample: one row per measurement, all on the same truth
+    jets, anti-kT's paired difference to itself zero, and cones at the true axis measure the jets'
+    pT within a few per cent."""
+    import runpy
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "cone_floor.py"
+    runpy.run_path(str(script))["main"]([f"--files={events_sample}/*.root", "--events=20", "--resamples=5"])
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    rows = {line.split(" | ")[0].removeprefix("| "): line.split(" | ")[1:] for line in table[1:]}
+    assert list(rows) == [
+        "anti-kT of the cells",
+        "cell cone at the true axis",
+        "pixel cone at the true axis, 0.10 pixels",
+        "pixel cone at the true axis, 0.05 pixels",
+    ]
+    assert rows["anti-kT of the cells"][2].startswith("+0.0000 ± 0.0000")
+    for bias, resolution, _ in rows.values():
+        assert abs(float(bias.split(" ± ")[0])) < 0.05
+        assert 0.0 < float(resolution.split(" ± ")[0]) < 0.1
