@@ -24,6 +24,8 @@ From nothing, this
 The figures are signal (``model.signal_class``, the last class) against the rest. Training jets/s
 counts the training batches of the last epoch; inference jets/s the test batches (loading
 included); the wall time is that of the preset's training commands (all of them, for a resumed run).
+To stop a long table and resume it later, send SIGTERM to the running ``hepnn.train`` (not to this
+script): it checkpoints, and the time it spent is kept.
 """
 
 from __future__ import annotations
@@ -107,8 +109,8 @@ def ensure_sample(sample: str, sample_dir: Path, jets_per_process: int | None = 
     return json.loads(manifest_path.read_text())
 
 
-def train_preset(preset: str, sample_dir: Path, run_dir: Path, args) -> float:
-    """Train and test one preset (resuming its run directory); returns the command's wall seconds."""
+def train_preset(preset: str, sample_dir: Path, run_dir: Path, args) -> None:
+    """Train and test one preset (resuming its run directory)."""
     command = [
         sys.executable,
         "-m",
@@ -124,14 +126,12 @@ def train_preset(preset: str, sample_dir: Path, run_dir: Path, args) -> float:
         "+trainer.enable_progress_bar=false",
         *args.overrides,
     ]
-    start = time.perf_counter()
     with open(run_dir.parent / f"{preset}.log", "a") as log:
         log.write(f"\n$ {' '.join(command)}\n")
         log.flush()
         result = subprocess.run(command, cwd=project_root(), stdout=log, stderr=subprocess.STDOUT)
     if result.returncode != 0:
         raise RuntimeError(f"{preset} failed ({result.returncode}); see {run_dir.parent / f'{preset}.log'}")
-    return time.perf_counter() - start
 
 
 def test_entries_hash(predictions_path: Path) -> str:
@@ -341,8 +341,13 @@ def main() -> None:
             timing_path = args.runs_dir / f"{preset}.seconds"
             spent = float(timing_path.read_text()) if timing_path.is_file() else 0.0
             print(f"{preset}: training in {run_dir}", flush=True)
-            spent += train_preset(preset, sample_dir, run_dir, args)
-            timing_path.write_text(str(spent))
+            start = time.perf_counter()
+            try:
+                train_preset(preset, sample_dir, run_dir, args)
+            finally:
+                # a stopped training (SIGTERM to hepnn.train) resumes later: its time counts too
+                spent += time.perf_counter() - start
+                timing_path.write_text(str(spent))
             row, baseline = preset_result(preset, run_dir, spent, args.runs_dir / f"{prefix}_hlf")
             context = {
                 "sample": args.sample,
